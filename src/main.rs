@@ -1,0 +1,451 @@
+//! The `evoattn` command line. Only argument parsing and printing live here.
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use clap::{Args, Parser, Subcommand};
+use evoattn::data::{self, Corpus};
+use evoattn::gene::Gene;
+use evoattn::model::Transformer;
+use evoattn::train::{self, Preset, Progress, RunOptions, TrainConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "evoattn",
+    version,
+    about = "Is softmax attention optimal? Evolve, replicate and test attention mechanisms."
+)]
+struct Cli {
+    /// Threads per run for CPU kernels (default: 1, which measured fastest on 2 cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List the 720 genes of the attention gene space.
+    Genes {
+        /// Print only the number of genes.
+        #[arg(long)]
+        count: bool,
+        /// One JSON object per gene.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect or download WikiText-2.
+    #[command(subcommand)]
+    Data(DataCmd),
+    /// Train one model per seed of a gene and report validation and test perplexity.
+    Train(TrainArgs),
+    /// Measure training tokens/s (warm-up excluded).
+    Bench(BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum DataCmd {
+    /// Token counts, vocabulary size and checksums of the data directory.
+    Info {
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download the tokenized WikiText-2 release, verifying SHA-256.
+    Fetch {
+        /// Target directory (default: EVOATTN_DATA, else the default data directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Base URL serving train.txt/valid.txt/test.txt, tried before the built-in mirrors.
+        #[arg(long)]
+        mirror: Vec<String>,
+        /// Only use the --mirror URLs.
+        #[arg(long)]
+        no_default_mirrors: bool,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// Preset: smoke, cpu or seed.
+    #[arg(long, default_value = "cpu")]
+    preset: String,
+    /// Override a preset field, e.g. --set d_model=96 --set steps=800 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Data directory (default: EVOATTN_DATA, else the default data directory).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Gene, e.g. dot+sparsemax+output_gate+learned.
+    #[arg(long)]
+    gene: String,
+    /// Comma-separated seeds; one replica per seed, trained together.
+    #[arg(long, default_value = "1")]
+    seeds: String,
+    #[command(flatten)]
+    common: Common,
+    /// One JSON line per seed on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[arg(long, default_value = "dot+softmax+none+fixed")]
+    gene: String,
+    /// Replicas trained together.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// Timed steps (after 2 warm-up steps).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    #[command(flatten)]
+    common: Common,
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_device(s: &str) -> Result<Device> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let n: usize = s
+                .strip_prefix("cuda:")
+                .unwrap_or("0")
+                .parse()
+                .context("device must be cpu, cuda or cuda:N")?;
+            if !candle_core::utils::cuda_is_available() {
+                bail!("device {s} asked for, but this binary was built without CUDA: rebuild with `cargo build --release --features cuda`");
+            }
+            Ok(Device::new_cuda(n)?)
+        }
+        other => bail!("unknown device `{other}`: use cpu, cuda or cuda:N"),
+    }
+}
+
+fn device_name(d: &Device) -> String {
+    match d {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(_) => "cuda".into(),
+        Device::Metal(_) => "metal".into(),
+    }
+}
+
+fn parse_seeds(s: &str) -> Result<Vec<u64>> {
+    let seeds: Vec<u64> = s
+        .split(',')
+        .filter(|x| !x.trim().is_empty())
+        .map(|x| {
+            x.trim()
+                .parse::<u64>()
+                .with_context(|| format!("seed `{x}` is not a non-negative integer"))
+        })
+        .collect::<Result<_>>()?;
+    if seeds.is_empty() {
+        bail!("--seeds is empty: give at least one seed, e.g. --seeds 1,2,3");
+    }
+    let mut sorted = seeds.clone();
+    sorted.sort();
+    sorted.dedup();
+    if sorted.len() != seeds.len() {
+        bail!("--seeds lists a seed twice: {s}");
+    }
+    Ok(seeds)
+}
+
+impl Common {
+    fn config(&self) -> Result<TrainConfig> {
+        let mut cfg = self.preset.parse::<Preset>()?.config();
+        for s in &self.set {
+            cfg.set(s)?;
+        }
+        Ok(cfg)
+    }
+    fn corpus(&self, cfg: &TrainConfig) -> Result<Corpus> {
+        let dir = data::resolve_data_dir(self.data.as_deref());
+        Corpus::load(&dir, cfg.vocab_cap)
+    }
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into())
+}
+
+fn step_bar(total: u64, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+fn cmd_train(a: &TrainArgs) -> Result<()> {
+    let gene: Gene = a.gene.parse()?;
+    let seeds = parse_seeds(&a.seeds)?;
+    let cfg = a.common.config()?;
+    let device = parse_device(&a.common.device)?;
+    let corpus = a.common.corpus(&cfg)?;
+    let pb = step_bar(cfg.steps as u64, a.quiet);
+    pb.set_prefix(gene.to_string());
+    let mut cb = |p: Progress| {
+        pb.set_position(p.step as u64);
+        pb.set_message(format!("loss {:.3} {:.0} tok/s", p.loss, p.tokens_per_s));
+    };
+    let out = train::train(
+        gene,
+        &cfg,
+        &corpus,
+        &seeds,
+        &device,
+        RunOptions {
+            on_step: Some(&mut cb),
+            ..Default::default()
+        },
+    )?;
+    pb.finish_and_clear();
+    if a.json {
+        for s in &out.seeds {
+            println!(
+                "{}",
+                json!({
+                    "gene": gene.to_string(), "seed": s.seed, "params_total": out.params_total,
+                    "params_nonembed": out.params_nonembed, "steps": out.steps, "diverged_at": s.diverged_at,
+                    "train_loss": s.train_loss, "val_ppl": s.val_ppl, "test_ppl": s.test_ppl,
+                    "tokens_per_s": out.tokens_per_s, "wall_s": out.wall_s,
+                })
+            );
+        }
+    } else {
+        println!(
+            "{:<36} {:>6} {:>9} {:>9} {:>6} {:>9} {:>10} {:>9} {:>9}",
+            "gene",
+            "seed",
+            "params",
+            "nonembed",
+            "steps",
+            "diverged",
+            "train_loss",
+            "val_ppl",
+            "test_ppl"
+        );
+        for s in &out.seeds {
+            println!(
+                "{:<36} {:>6} {:>9} {:>9} {:>6} {:>9} {:>10.4} {:>9} {:>9}",
+                gene.to_string(),
+                s.seed,
+                out.params_total,
+                out.params_nonembed,
+                out.steps,
+                s.diverged_at
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                s.train_loss,
+                fmt_opt(s.val_ppl),
+                fmt_opt(s.test_ppl)
+            );
+        }
+        println!(
+            "{:.0} training tokens/s over {} replica(s); wall {:.1} s",
+            out.tokens_per_s,
+            seeds.len(),
+            out.wall_s
+        );
+    }
+    Ok(())
+}
+
+fn cmd_bench(a: &BenchArgs) -> Result<()> {
+    let gene: Gene = a.gene.parse()?;
+    if a.replicas == 0 || a.steps == 0 {
+        bail!("--replicas and --steps must be at least 1");
+    }
+    let cfg = a.common.config()?;
+    let device = parse_device(&a.common.device)?;
+    let corpus = a.common.corpus(&cfg)?;
+    let warm = 2usize;
+    let seeds: Vec<u64> = (1..=a.replicas as u64).collect();
+    let mut marks: Vec<Instant> = Vec::new();
+    let mut cb = |p: Progress| {
+        if p.step == warm || p.step == warm + a.steps {
+            marks.push(Instant::now());
+        }
+    };
+    let mut run_cfg = cfg.clone();
+    run_cfg.steps = run_cfg.steps.max(warm + a.steps);
+    train::train(
+        gene,
+        &run_cfg,
+        &corpus,
+        &seeds,
+        &device,
+        RunOptions {
+            on_step: Some(&mut cb),
+            max_steps: Some(warm + a.steps),
+            skip_eval: true,
+            eval_test: false,
+        },
+    )?;
+    let secs = marks[1].duration_since(marks[0]).as_secs_f64();
+    let tps = (a.steps * a.replicas * cfg.batch_size * cfg.seq_len) as f64 / secs;
+    if a.json {
+        println!(
+            "{}",
+            json!({"preset": a.common.preset, "gene": gene.to_string(), "replicas": a.replicas, "steps": a.steps,
+                   "tokens_per_s": tps, "device": device_name(&device),
+                   "threads": candle_core::utils::get_num_threads()})
+        );
+    } else {
+        println!(
+            "{} on {} ({} preset, R={}, {} threads): {:.0} training tokens/s ({:.3} s/step)",
+            gene,
+            device_name(&device),
+            a.common.preset,
+            a.replicas,
+            candle_core::utils::get_num_threads(),
+            tps,
+            secs / a.steps as f64
+        );
+    }
+    Ok(())
+}
+
+fn cmd_genes(count: bool, json_out: bool) -> Result<()> {
+    use std::io::Write;
+    let all = Gene::all();
+    let mut out = std::io::stdout().lock();
+    if count {
+        writeln!(out, "{}", all.len())?;
+        return Ok(());
+    }
+    let cfg = Preset::Seed.config().model(33278);
+    for g in &all {
+        let (total, nonembed) = Transformer::param_counts(*g, &cfg);
+        if json_out {
+            writeln!(
+                out,
+                "{}",
+                json!({"id": g.short_id(), "gene": g.to_string(), "similarity": g.similarity, "normalization": g.normalization,
+                       "gating": g.gating, "temperature": g.temperature, "params_nonembed_seed": nonembed, "params_total_seed": total})
+            )?;
+        }
+    }
+    if !json_out {
+        writeln!(
+            out,
+            "{:<5} {:<12} {:<14} {:<12} {:<13} {:>16}",
+            "id", "similarity", "normalization", "gating", "temperature", "nonembed (seed)"
+        )?;
+        for g in &all {
+            let (_, nonembed) = Transformer::param_counts(*g, &cfg);
+            writeln!(
+                out,
+                "{:<5} {:<12} {:<14} {:<12} {:<13} {:>16}",
+                g.short_id(),
+                g.similarity.as_str(),
+                g.normalization.as_str(),
+                g.gating.as_str(),
+                g.temperature.as_str(),
+                nonembed
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn cmd_data(c: &DataCmd) -> Result<()> {
+    match c {
+        DataCmd::Info { data: d, json: j } => {
+            let dir = data::resolve_data_dir(d.as_deref());
+            let corpus = Corpus::load(&dir, None)?;
+            let v = json!({
+                "vocab_size": corpus.vocab.len(),
+                "tokens": {"train": corpus.train.len(), "valid": corpus.valid.len(), "test": corpus.test.len()},
+                "sha256": {"train": corpus.sha256[0], "valid": corpus.sha256[1], "test": corpus.sha256[2]},
+            });
+            if *j {
+                println!("{v}");
+            } else {
+                println!("data directory: {}", dir.display());
+                println!("vocabulary:     {}", corpus.vocab.len());
+                for (i, s) in data::SPLITS.iter().enumerate() {
+                    let n = corpus.split(s).map(|x| x.len()).unwrap_or(0);
+                    let known = data::KNOWN_SHA256[i].1 == corpus.sha256[i];
+                    println!(
+                        "{s:<6} {n:>9} tokens  sha256 {} {}",
+                        corpus.sha256[i],
+                        if known {
+                            "(standard release)"
+                        } else {
+                            "(NOT the standard release)"
+                        }
+                    );
+                }
+            }
+            Ok(())
+        }
+        DataCmd::Fetch {
+            dir,
+            mirror,
+            no_default_mirrors,
+        } => {
+            let dir = data::resolve_data_dir(dir.as_deref());
+            let mut mirrors = mirror.clone();
+            if !no_default_mirrors {
+                mirrors.extend(data::fetch::MIRRORS.iter().map(|s| s.to_string()));
+            }
+            if mirrors.is_empty() {
+                bail!("no mirror to fetch from: pass --mirror URL or drop --no-default-mirrors");
+            }
+            let d = data::fetch::fetch(&dir, &mirrors, true)?;
+            eprintln!("WikiText-2 is in {} (checksums verified)", d.display());
+            Ok(())
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    // One thread per run measured fastest on 2 cores (candle's pool spins while waiting).
+    let threads = cli.threads.unwrap_or(1).max(1);
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() || cli.threads.is_some() {
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+    let r = match &cli.cmd {
+        Cmd::Genes { count, json } => cmd_genes(*count, *json),
+        Cmd::Data(c) => cmd_data(c),
+        Cmd::Train(a) => cmd_train(a),
+        Cmd::Bench(a) => cmd_bench(a),
+    };
+    if let Err(e) = r {
+        // A closed pipe (`evoattn genes | head`) is not an error.
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            return;
+        }
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

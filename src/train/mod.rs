@@ -1,0 +1,408 @@
+//! Training and evaluation of R replicas of one gene, one replica per seed.
+//!
+//! Everything that couples examples is per replica: the loss is a per-replica mean (the
+//! graph's objective is the sum over replicas, so each replica's gradient is its own
+//! loss's gradient), gradients are clipped to a global norm per replica, and a replica
+//! whose loss or gradient norm turns non-finite is frozen and recorded as diverged at that
+//! step while the others go on.
+//!
+//! Evaluation: perplexity = exp(mean NLL) over every token of a split, each predicted once,
+//! in non-overlapping windows of `seq_len` tokens (the last window may be shorter; each
+//! window starts with an empty context). See [`crate::data::batch::eval_windows`].
+
+pub mod config;
+
+use crate::data::batch::{eval_windows, BatchStream};
+use crate::data::Corpus;
+use crate::gene::Gene;
+use crate::model::{cross_entropy_sum, Transformer};
+use candle_core::{DType, Device, Tensor, Var};
+pub use config::{Preset, TrainConfig};
+use serde::Serialize;
+use std::time::Instant;
+
+/// One point of a learning curve.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CurvePoint {
+    /// Optimiser steps completed.
+    pub step: usize,
+    /// Mean training loss over the steps since the previous point.
+    pub train_loss: f64,
+    /// Validation perplexity at this step (None once the replica has diverged).
+    pub val_ppl: Option<f64>,
+}
+
+/// The outcome of one replica (one seed).
+#[derive(Debug, Clone, Serialize)]
+pub struct SeedResult {
+    pub seed: u64,
+    /// The step at which the loss or gradient turned non-finite, if it did.
+    pub diverged_at: Option<usize>,
+    /// Mean training loss over the last min(100, steps) completed steps.
+    pub train_loss: f64,
+    /// Validation perplexity at the end (None if diverged).
+    pub val_ppl: Option<f64>,
+    /// Test perplexity at the end (None if diverged or not requested).
+    pub test_ppl: Option<f64>,
+    /// Per-step training losses.
+    #[serde(skip)]
+    pub losses: Vec<f32>,
+    /// Learning curve at `eval_every` steps and at the end.
+    pub curve: Vec<CurvePoint>,
+}
+
+/// The outcome of one replica-batched run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOutput {
+    pub gene: Gene,
+    pub params_total: usize,
+    pub params_nonembed: usize,
+    pub steps: usize,
+    /// Training tokens per second over all replicas (evaluation time excluded).
+    pub tokens_per_s: f64,
+    /// Wall time of the whole run, evaluation included.
+    pub wall_s: f64,
+    pub seeds: Vec<SeedResult>,
+}
+
+/// What a progress callback is told after each step.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub step: usize,
+    pub steps: usize,
+    /// Mean loss of this step over live replicas.
+    pub loss: f64,
+    pub tokens_per_s: f64,
+}
+
+/// Options of a run that do not change its result.
+pub struct RunOptions<'a> {
+    /// Measure test perplexity at the end.
+    pub eval_test: bool,
+    /// Called after every step.
+    pub on_step: Option<&'a mut dyn FnMut(Progress)>,
+    /// Stop after this many steps regardless of the schedule (benchmarks).
+    pub max_steps: Option<usize>,
+    /// Skip all evaluation (benchmarks).
+    pub skip_eval: bool,
+}
+
+impl Default for RunOptions<'_> {
+    fn default() -> Self {
+        RunOptions {
+            eval_test: true,
+            on_step: None,
+            max_steps: None,
+            skip_eval: false,
+        }
+    }
+}
+
+/// AdamW over replica-batched parameters with per-replica update masks.
+struct AdamW {
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    t: i32,
+}
+
+impl AdamW {
+    fn new(model: &Transformer) -> candle_core::Result<Self> {
+        let mut m = Vec::new();
+        let mut v = Vec::new();
+        for (_, var) in model.params.iter() {
+            m.push(var.as_tensor().zeros_like()?);
+            v.push(var.as_tensor().zeros_like()?);
+        }
+        Ok(AdamW { m, v, t: 0 })
+    }
+
+    /// One step. `coef[r]` multiplies replica r's gradient (the clip factor, 0 when the
+    /// replica is frozen); `live[r]` is 1 for replicas that may move.
+    fn step(
+        &mut self,
+        model: &Transformer,
+        grads: &candle_core::backprop::GradStore,
+        coef: &Tensor,
+        live: &Tensor,
+        cfg: &TrainConfig,
+        lr: f64,
+    ) -> candle_core::Result<()> {
+        self.t += 1;
+        let bc1 = 1.0 - cfg.beta1.powi(self.t);
+        let bc2 = 1.0 - cfg.beta2.powi(self.t);
+        for (i, (spec, var)) in model.params.iter().enumerate() {
+            let Some(g) = grads.get(var) else { continue };
+            let shape = bshape(var.as_tensor());
+            let live_b = live.reshape(shape.clone())?;
+            // Select rather than multiply: a frozen replica's gradient may be NaN.
+            let live_u8 = live_b.ne(0.0)?.broadcast_as(g.shape())?;
+            let g = live_u8
+                .where_cond(g, &g.zeros_like()?)?
+                .broadcast_mul(&coef.reshape(shape)?)?;
+            let m = ((&self.m[i] * cfg.beta1)? + (&g * (1.0 - cfg.beta1))?)?;
+            let v = ((&self.v[i] * cfg.beta2)? + (g.sqr()? * (1.0 - cfg.beta2))?)?;
+            let mut upd = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + cfg.eps)?)?;
+            if spec.decays() && cfg.weight_decay > 0.0 {
+                upd = (upd + (var.as_tensor() * cfg.weight_decay)?)?;
+            }
+            let new = (var.as_tensor() - (upd.broadcast_mul(&live_b)? * lr)?)?;
+            var.set(&new)?;
+            self.m[i] = m;
+            self.v[i] = v;
+        }
+        Ok(())
+    }
+}
+
+/// `[R, 1, 1, …]` matching the rank of `t`.
+fn bshape(t: &Tensor) -> Vec<usize> {
+    let mut s = vec![1; t.rank()];
+    s[0] = t.dim(0).unwrap_or(1);
+    s
+}
+
+/// Per-replica global gradient norms `[R]` (f64 on the host).
+fn grad_norms(
+    model: &Transformer,
+    grads: &candle_core::backprop::GradStore,
+) -> candle_core::Result<Vec<f64>> {
+    let r = model.replicas();
+    let mut acc: Option<Tensor> = None;
+    for (_, var) in model.params.iter() {
+        if let Some(g) = grads.get(var) {
+            let s = g.sqr()?.reshape((r, ()))?.sum(1)?.to_dtype(DType::F64)?;
+            acc = Some(match acc {
+                Some(a) => (a + s)?,
+                None => s,
+            });
+        }
+    }
+    match acc {
+        Some(a) => Ok(a.sqrt()?.to_vec1::<f64>()?),
+        None => Ok(vec![0.0; r]),
+    }
+}
+
+/// Token ids of R replicas' windows as `[R, B, T]` u32.
+fn ids_tensor(
+    rows: &[Vec<u32>],
+    b: usize,
+    t: usize,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let r = rows.len();
+    let flat: Vec<u32> = rows.iter().flatten().copied().collect();
+    Tensor::from_vec(flat, (r, b, t), device)
+}
+
+/// Perplexity of every replica on `tokens` (non-overlapping windows of seq_len).
+pub fn evaluate(
+    model: &Transformer,
+    tokens: &[u32],
+    batch_windows: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let r = model.replicas();
+    let dev = model.device().clone();
+    let windows = eval_windows(tokens, model.cfg.seq_len);
+    let mut nll = vec![0.0f64; r];
+    let mut count = 0usize;
+    // Group windows of equal length (all but possibly the last) into batches.
+    let mut i = 0;
+    while i < windows.len() {
+        let len = windows[i].0.len();
+        let mut j = i;
+        while j < windows.len() && j - i < batch_windows && windows[j].0.len() == len {
+            j += 1;
+        }
+        let b = j - i;
+        let xs: Vec<u32> = windows[i..j]
+            .iter()
+            .flat_map(|w| w.0.iter().copied())
+            .collect();
+        let ys: Vec<u32> = windows[i..j]
+            .iter()
+            .flat_map(|w| w.1.iter().copied())
+            .collect();
+        let x = ids_tensor(&vec![xs; r], b, len, &dev)?;
+        let y = ids_tensor(&vec![ys; r], b, len, &dev)?;
+        let logits = model.forward(&x)?.detach();
+        let s = cross_entropy_sum(&logits, &y)?
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?;
+        for (a, v) in nll.iter_mut().zip(s) {
+            *a += v;
+        }
+        count += b * len;
+        i = j;
+    }
+    Ok(nll.into_iter().map(|s| (s / count as f64).exp()).collect())
+}
+
+fn eval_slice<'a>(tokens: &'a [u32], cfg: &TrainConfig) -> &'a [u32] {
+    match cfg.eval_max_tokens {
+        Some(m) if m < tokens.len() => &tokens[..m],
+        _ => tokens,
+    }
+}
+
+/// Windows per evaluation batch.
+pub const EVAL_BATCH: usize = 32;
+
+/// Trains one replica per seed of `gene` under `cfg` on `corpus`.
+pub fn train(
+    gene: Gene,
+    cfg: &TrainConfig,
+    corpus: &Corpus,
+    seeds: &[u64],
+    device: &Device,
+    mut opts: RunOptions<'_>,
+) -> anyhow::Result<RunOutput> {
+    cfg.validate()?;
+    anyhow::ensure!(!seeds.is_empty(), "at least one seed is needed");
+    let start = Instant::now();
+    let mcfg = cfg.model(corpus.vocab.len());
+    let (params_total, params_nonembed) = Transformer::param_counts(gene, &mcfg);
+    let model = Transformer::new(gene, mcfg, seeds, DType::F32, device)?;
+    let r = seeds.len();
+    let (b, t) = (cfg.batch_size, cfg.seq_len);
+    let mut streams: Vec<BatchStream> = seeds
+        .iter()
+        .map(|&s| BatchStream::new(s, corpus.train.len(), b, t))
+        .collect();
+    let mut opt = AdamW::new(&model)?;
+    let steps = opts.max_steps.unwrap_or(cfg.steps).min(cfg.steps);
+    let mut live = vec![true; r];
+    let mut diverged_at: Vec<Option<usize>> = vec![None; r];
+    let mut losses: Vec<Vec<f32>> = vec![Vec::with_capacity(steps); r];
+    let mut curves: Vec<Vec<CurvePoint>> = vec![Vec::new(); r];
+    let mut last_point = 0usize;
+    let mut train_time = 0.0f64;
+    let valid = eval_slice(&corpus.valid, cfg);
+
+    for step in 0..steps {
+        let t0 = Instant::now();
+        let (xs, ys): (Vec<Vec<u32>>, Vec<Vec<u32>>) = streams
+            .iter_mut()
+            .map(|s| s.next_batch(&corpus.train))
+            .unzip();
+        let x = ids_tensor(&xs, b, t, device)?;
+        let y = ids_tensor(&ys, b, t, device)?;
+        let loss = model.loss(&x, &y)?; // [R]
+        let grads = loss.sum_all()?.backward()?;
+        let lv: Vec<f32> = loss.to_dtype(DType::F32)?.to_vec1()?;
+        let norms = grad_norms(&model, &grads)?;
+        let mut coef = vec![0f32; r];
+        for i in 0..r {
+            if live[i] && (!lv[i].is_finite() || !norms[i].is_finite()) {
+                live[i] = false;
+                diverged_at[i] = Some(step);
+            }
+            if live[i] {
+                coef[i] = (cfg.grad_clip / (norms[i] + 1e-6)).min(1.0) as f32;
+                losses[i].push(lv[i]);
+            }
+        }
+        let live_t = Tensor::from_vec(
+            live.iter().map(|&l| l as u8 as f32).collect::<Vec<_>>(),
+            r,
+            device,
+        )?;
+        let coef_t = Tensor::from_vec(coef, r, device)?;
+        opt.step(&model, &grads, &coef_t, &live_t, cfg, cfg.lr_at(step))?;
+        drop(grads);
+        let dt = t0.elapsed().as_secs_f64();
+        train_time += dt;
+        let done = step + 1;
+        if let Some(cb) = opts.on_step.as_mut() {
+            let live_losses: Vec<f64> = (0..r).filter(|&i| live[i]).map(|i| lv[i] as f64).collect();
+            let mean = if live_losses.is_empty() {
+                f64::NAN
+            } else {
+                live_losses.iter().sum::<f64>() / live_losses.len() as f64
+            };
+            cb(Progress {
+                step: done,
+                steps,
+                loss: mean,
+                tokens_per_s: (done * r * b * t) as f64 / train_time,
+            });
+        }
+        let at_eval = cfg.eval_every > 0 && done % cfg.eval_every == 0 && done < steps;
+        if !opts.skip_eval && (at_eval || done == steps) {
+            let ppl = evaluate(&model, valid, EVAL_BATCH)?;
+            for i in 0..r {
+                let window = &losses[i][last_point.min(losses[i].len())..];
+                let tl = if window.is_empty() {
+                    f64::NAN
+                } else {
+                    window.iter().map(|&v| v as f64).sum::<f64>() / window.len() as f64
+                };
+                curves[i].push(CurvePoint {
+                    step: done,
+                    train_loss: tl,
+                    val_ppl: live[i].then_some(ppl[i]),
+                });
+            }
+            last_point = done;
+        }
+        if live.iter().all(|l| !l) {
+            break;
+        }
+    }
+
+    let test = if opts.eval_test && !opts.skip_eval && live.iter().any(|&l| l) {
+        Some(evaluate(&model, eval_slice(&corpus.test, cfg), EVAL_BATCH)?)
+    } else {
+        None
+    };
+    let results = (0..r)
+        .map(|i| {
+            let tail = &losses[i][losses[i].len().saturating_sub(100)..];
+            let train_loss = if tail.is_empty() {
+                f64::NAN
+            } else {
+                tail.iter().map(|&v| v as f64).sum::<f64>() / tail.len() as f64
+            };
+            SeedResult {
+                seed: seeds[i],
+                diverged_at: diverged_at[i],
+                train_loss,
+                val_ppl: if live[i] {
+                    curves[i].last().and_then(|c| c.val_ppl)
+                } else {
+                    None
+                },
+                test_ppl: if live[i] {
+                    test.as_ref().map(|t| t[i])
+                } else {
+                    None
+                },
+                losses: std::mem::take(&mut losses[i]),
+                curve: std::mem::take(&mut curves[i]),
+            }
+        })
+        .collect();
+    Ok(RunOutput {
+        gene,
+        params_total,
+        params_nonembed,
+        steps,
+        tokens_per_s: (steps * r * b * t) as f64 / train_time.max(1e-9),
+        wall_s: start.elapsed().as_secs_f64(),
+        seeds: results,
+    })
+}
+
+/// Gradient of every parameter after one forward/backward pass on a batch (for tests).
+pub fn gradients(
+    model: &Transformer,
+    x: &Tensor,
+    y: &Tensor,
+) -> candle_core::Result<Vec<(String, Option<Tensor>)>> {
+    let grads = model.loss(x, y)?.sum_all()?.backward()?;
+    Ok(model
+        .params
+        .iter()
+        .map(|(s, v): (_, &Var)| (s.name.clone(), grads.get(v).cloned()))
+        .collect())
+}
