@@ -304,6 +304,7 @@ fn cmd_bench(a: &BenchArgs) -> Result<()> {
             on_step: Some(&mut cb),
             max_steps: Some(warm + a.steps),
             skip_eval: true,
+            poison: None,
             eval_test: false,
         },
     )?;

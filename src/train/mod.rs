@@ -85,6 +85,9 @@ pub struct RunOptions<'a> {
     pub max_steps: Option<usize>,
     /// Skip all evaluation (benchmarks).
     pub skip_eval: bool,
+    /// Fault injection for tests: before step `.1`, write NaN into replica `.0`'s final
+    /// LayerNorm gain, so that replica's loss turns non-finite.
+    pub poison: Option<(usize, usize)>,
 }
 
 impl Default for RunOptions<'_> {
@@ -94,6 +97,7 @@ impl Default for RunOptions<'_> {
             on_step: None,
             max_steps: None,
             skip_eval: false,
+            poison: None,
         }
     }
 }
@@ -181,6 +185,15 @@ fn grad_norms(
         Some(a) => Ok(a.sqrt()?.to_vec1::<f64>()?),
         None => Ok(vec![0.0; r]),
     }
+}
+
+fn poison_replica(model: &Transformer, replica: usize) -> candle_core::Result<()> {
+    let (_, var) = model.params.iter().find(|(s, _)| s.name == "ln_f.g").expect("ln_f.g exists");
+    let t = var.as_tensor();
+    let r = model.replicas();
+    let add: Vec<f32> = (0..r).map(|i| if i == replica { f32::NAN } else { 0.0 }).collect();
+    let add = Tensor::from_vec(add, bshape(t), t.device())?.to_dtype(t.dtype())?;
+    var.set(&t.broadcast_add(&add)?)
 }
 
 /// Token ids of R replicas' windows as `[R, B, T]` u32.
@@ -281,6 +294,11 @@ pub fn train(
 
     for step in 0..steps {
         let t0 = Instant::now();
+        if let Some((pr, ps)) = opts.poison {
+            if ps == step && pr < r {
+                poison_replica(&model, pr)?;
+            }
+        }
         let (xs, ys): (Vec<Vec<u32>>, Vec<Vec<u32>>) = streams
             .iter_mut()
             .map(|s| s.next_batch(&corpus.train))
