@@ -4,6 +4,7 @@
 //! Data flows one way: gene space ([`gene`]) → data ([`data`]) → model ([`model`]) →
 //! training and evaluation ([`train`]).
 
+pub mod cpu;
 pub mod data;
 pub mod gene;
 pub mod model;

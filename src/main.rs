@@ -429,10 +429,12 @@ fn cmd_data(c: &DataCmd) -> Result<()> {
 fn main() {
     let cli = Cli::parse();
     // One thread per run measured fastest on 2 cores (candle's pool spins while waiting).
-    let threads = cli.threads.unwrap_or(1).max(1);
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() || cli.threads.is_some() {
-        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    }
+    let threads = match (cli.threads, std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok())) {
+        (Some(t), _) => t,
+        (None, Some(t)) => t,
+        (None, None) => 1,
+    };
+    evoattn::cpu::init_threads(threads.max(1));
     let r = match &cli.cmd {
         Cmd::Genes { count, json } => cmd_genes(*count, *json),
         Cmd::Data(c) => cmd_data(c),

@@ -13,6 +13,7 @@
 
 pub mod normalize;
 pub mod params;
+pub mod xent;
 
 use crate::gene::{Gating, Gene, Normalization, Similarity, Temperature};
 use candle_core::{DType, Device, Result, Tensor, D};
@@ -436,7 +437,5 @@ impl Transformer {
 /// `[R, …]` (N ids per replica).
 pub fn cross_entropy_sum(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let (r, n, _) = logits.dims3()?;
-    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    let tgt = targets.reshape((r, n, 1))?;
-    logp.gather(&tgt, 2)?.squeeze(2)?.sum(1)?.neg()
+    xent::nll_rows(logits, &targets.reshape((r, n))?)?.sum(1)
 }
