@@ -429,7 +429,12 @@ fn cmd_data(c: &DataCmd) -> Result<()> {
 fn main() {
     let cli = Cli::parse();
     // One thread per run measured fastest on 2 cores (candle's pool spins while waiting).
-    let threads = match (cli.threads, std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok())) {
+    let threads = match (
+        cli.threads,
+        std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok()),
+    ) {
         (Some(t), _) => t,
         (None, Some(t)) => t,
         (None, None) => 1,

@@ -15,9 +15,15 @@ fn real_data() -> Option<PathBuf> {
         Some(d) if d.join("train.txt").is_file() => Some(d),
         _ => {
             if std::env::var_os("CI").is_some() {
-                panic!("CI is set but {} does not name a WikiText-2 directory ({dir:?})", data::DATA_ENV);
+                panic!(
+                    "CI is set but {} does not name a WikiText-2 directory ({dir:?})",
+                    data::DATA_ENV
+                );
             }
-            eprintln!("skipping: set {} to the WikiText-2 directory to run this test", data::DATA_ENV);
+            eprintln!(
+                "skipping: set {} to the WikiText-2 directory to run this test",
+                data::DATA_ENV
+            );
             None
         }
     }
@@ -63,13 +69,23 @@ fn serve(files: Vec<(String, Vec<u8>)>) -> String {
                         break;
                     }
                 }
-                let body = files.iter().find(|(n, _)| format!("/wt2/{n}") == path).map(|(_, b)| b.clone());
+                let body = files
+                    .iter()
+                    .find(|(n, _)| format!("/wt2/{n}") == path)
+                    .map(|(_, b)| b.clone());
                 let _ = match body {
                     Some(b) => {
-                        let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", b.len());
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            b.len()
+                        );
                         stream.write_all(&b)
                     }
-                    None => write!(stream, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+                    None => write!(
+                        stream,
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    ),
                 };
             });
         }
@@ -82,7 +98,12 @@ fn fetch_downloads_verifies_and_falls_back_between_mirrors() {
     let Some(src) = real_data() else { return };
     let files: Vec<(String, Vec<u8>)> = data::SPLITS
         .iter()
-        .map(|s| (format!("{s}.txt"), std::fs::read(src.join(format!("{s}.txt"))).unwrap()))
+        .map(|s| {
+            (
+                format!("{s}.txt"),
+                std::fs::read(src.join(format!("{s}.txt"))).unwrap(),
+            )
+        })
         .collect();
     let good = serve(files.clone());
     let empty = serve(Vec::new()); // every request 404s
@@ -90,10 +111,16 @@ fn fetch_downloads_verifies_and_falls_back_between_mirrors() {
     let mirrors = vec![format!("{empty}/wt2"), format!("{good}/wt2")];
     fetch::fetch(&dir, &mirrors, false).unwrap();
     for s in data::SPLITS {
-        assert_eq!(std::fs::read(dir.join(format!("{s}.txt"))).unwrap(), std::fs::read(src.join(format!("{s}.txt"))).unwrap());
+        assert_eq!(
+            std::fs::read(dir.join(format!("{s}.txt"))).unwrap(),
+            std::fs::read(src.join(format!("{s}.txt"))).unwrap()
+        );
     }
     // no temporary files left
-    let names: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into())
+        .collect();
     assert_eq!(names.len(), 3, "{names:?}");
     // second fetch keeps the verified files (the server is not needed)
     fetch::fetch(&dir, &[format!("{empty}/wt2")], false).unwrap();
@@ -103,14 +130,24 @@ fn fetch_downloads_verifies_and_falls_back_between_mirrors() {
 fn fetch_rejects_corrupt_download_and_leaves_nothing_under_the_final_name() {
     let mut bad = b"not wikitext".to_vec();
     bad.extend_from_slice(&[b'x'; 100]);
-    let files = vec![("train.txt".to_string(), bad.clone()), ("valid.txt".to_string(), bad.clone()), ("test.txt".to_string(), bad)];
+    let files = vec![
+        ("train.txt".to_string(), bad.clone()),
+        ("valid.txt".to_string(), bad.clone()),
+        ("test.txt".to_string(), bad),
+    ];
     let url = serve(files);
     let dir = tempdir("fetch-bad");
-    let err = fetch::fetch(&dir, &[format!("{url}/wt2")], false).unwrap_err().to_string();
+    let err = fetch::fetch(&dir, &[format!("{url}/wt2")], false)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("checksum mismatch"), "{err}");
     assert!(err.contains("train.txt"), "{err}");
     assert!(!dir.join("train.txt").exists());
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "temporary file left behind");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "temporary file left behind"
+    );
 }
 
 fn tempdir(tag: &str) -> PathBuf {
@@ -127,21 +164,44 @@ fn evoattn() -> Command {
 #[test]
 fn cli_missing_data_error_names_the_place_and_the_fix() {
     let out = evoattn()
-        .args(["train", "--preset", "smoke", "--gene", "dot+softmax+none+fixed", "--data", "/nonexistent/wt2"])
+        .args([
+            "train",
+            "--preset",
+            "smoke",
+            "--gene",
+            "dot+softmax+none+fixed",
+            "--data",
+            "/nonexistent/wt2",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("/nonexistent/wt2") && err.contains("evoattn data fetch"), "{err}");
+    assert!(
+        err.contains("/nonexistent/wt2") && err.contains("evoattn data fetch"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]
 fn cli_bad_gene_lists_valid_values() {
-    let out = evoattn().args(["train", "--preset", "smoke", "--gene", "dot+softmax+nope+fixed"]).output().unwrap();
+    let out = evoattn()
+        .args([
+            "train",
+            "--preset",
+            "smoke",
+            "--gene",
+            "dot+softmax+nope+fixed",
+        ])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown gating `nope`") && err.contains("output_gate"), "{err}");
+    assert!(
+        err.contains("unknown gating `nope`") && err.contains("output_gate"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -149,8 +209,10 @@ fn cli_genes_count_and_json() {
     let out = evoattn().args(["genes", "--count"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "720");
     let out = evoattn().args(["genes", "--json"]).output().unwrap();
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 720);
     assert_eq!(lines[0]["gene"], "dot+softmax+none+fixed");
     assert_eq!(lines[0]["id"], "g000");
@@ -159,7 +221,11 @@ fn cli_genes_count_and_json() {
 #[test]
 fn cli_data_info_json() {
     let Some(dir) = real_data() else { return };
-    let out = evoattn().args(["data", "info", "--json", "--data"]).arg(&dir).output().unwrap();
+    let out = evoattn()
+        .args(["data", "info", "--json", "--data"])
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["vocab_size"], 33278);
@@ -174,12 +240,30 @@ fn cli_train_smoke_seed_two_matches_alone() {
     let Some(dir) = real_data() else { return };
     let run = |seeds: &str| -> Vec<serde_json::Value> {
         let out = evoattn()
-            .args(["train", "--preset", "smoke", "--gene", "dot+sparsemax+output_gate+learned", "--json", "--quiet", "--seeds", seeds, "--data"])
+            .args([
+                "train",
+                "--preset",
+                "smoke",
+                "--gene",
+                "dot+sparsemax+output_gate+learned",
+                "--json",
+                "--quiet",
+                "--seeds",
+                seeds,
+                "--data",
+            ])
             .arg(&dir)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     };
     let both = run("1,2");
     let alone = run("2");
@@ -188,9 +272,24 @@ fn cli_train_smoke_seed_two_matches_alone() {
     for key in ["val_ppl", "test_ppl", "train_loss"] {
         let a = both[1][key].as_f64().unwrap();
         let b = alone[0][key].as_f64().unwrap();
-        assert!(a.is_finite() && (a / b - 1.0).abs() < 1e-3, "{key}: {a} vs {b}");
+        assert!(
+            a.is_finite() && (a / b - 1.0).abs() < 1e-3,
+            "{key}: {a} vs {b}"
+        );
     }
-    for k in ["gene", "seed", "params_total", "params_nonembed", "steps", "diverged_at", "train_loss", "val_ppl", "test_ppl", "tokens_per_s", "wall_s"] {
+    for k in [
+        "gene",
+        "seed",
+        "params_total",
+        "params_nonembed",
+        "steps",
+        "diverged_at",
+        "train_loss",
+        "val_ppl",
+        "test_ppl",
+        "tokens_per_s",
+        "wall_s",
+    ] {
         assert!(both[0].get(k).is_some(), "missing {k}");
     }
     assert!(both[0]["diverged_at"].is_null());

@@ -11,17 +11,29 @@ use evoattn::train::{self, Preset, RunOptions, TrainConfig};
 
 /// A small synthetic corpus with some structure (a repeating grammar plus noise).
 fn synthetic_corpus() -> Corpus {
-    let words = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "to", "park", "and", "then", "slept"];
+    let words = [
+        "the", "cat", "sat", "on", "a", "mat", "dog", "ran", "to", "park", "and", "then", "slept",
+    ];
     let mut state = 12345u64;
     let mut next = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 33) as usize
     };
     let mut text = String::new();
     for _ in 0..400 {
         let n = 5 + next() % 8;
         let start = next() % words.len();
-        let line: Vec<&str> = (0..n).map(|i| if next() % 5 == 0 { words[next() % words.len()] } else { words[(start + i) % words.len()] }).collect();
+        let line: Vec<&str> = (0..n)
+            .map(|i| {
+                if next() % 5 == 0 {
+                    words[next() % words.len()]
+                } else {
+                    words[(start + i) % words.len()]
+                }
+            })
+            .collect();
         text.push_str(&line.join(" "));
         text.push('\n');
     }
@@ -49,12 +61,16 @@ fn tiny_cfg() -> TrainConfig {
 fn batch(corpus: &Corpus, cfg: &TrainConfig, seeds: &[u64]) -> (Tensor, Tensor) {
     let (mut xs, mut ys) = (Vec::new(), Vec::new());
     for &s in seeds {
-        let (x, y) = BatchStream::new(s, corpus.train.len(), cfg.batch_size, cfg.seq_len).next_batch(&corpus.train);
+        let (x, y) = BatchStream::new(s, corpus.train.len(), cfg.batch_size, cfg.seq_len)
+            .next_batch(&corpus.train);
         xs.extend(x);
         ys.extend(y);
     }
     let shape = (seeds.len(), cfg.batch_size, cfg.seq_len);
-    (Tensor::from_vec(xs, shape, &Device::Cpu).unwrap(), Tensor::from_vec(ys, shape, &Device::Cpu).unwrap())
+    (
+        Tensor::from_vec(xs, shape, &Device::Cpu).unwrap(),
+        Tensor::from_vec(ys, shape, &Device::Cpu).unwrap(),
+    )
 }
 
 #[test]
@@ -77,7 +93,15 @@ fn every_gene_has_finite_loss_and_nonzero_gradient_on_every_parameter() {
                 None => false,
                 Some(g) => {
                     // non-zero and finite for each replica separately
-                    let per: Vec<f32> = g.abs().unwrap().reshape((seeds.len(), ())).unwrap().sum(1).unwrap().to_vec1().unwrap();
+                    let per: Vec<f32> = g
+                        .abs()
+                        .unwrap()
+                        .reshape((seeds.len(), ()))
+                        .unwrap()
+                        .sum(1)
+                        .unwrap()
+                        .to_vec1()
+                        .unwrap();
                     per.iter().all(|v| v.is_finite() && *v > 0.0)
                 }
             };
@@ -86,24 +110,54 @@ fn every_gene_has_finite_loss_and_nonzero_gradient_on_every_parameter() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} failures, first: {:?}", failures.len(), &failures[..failures.len().min(10)]);
+    assert!(
+        failures.is_empty(),
+        "{} failures, first: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
 }
 
 #[test]
 fn replica_equals_single_run_with_same_seed() {
     let corpus = synthetic_corpus();
     let cfg = tiny_cfg();
-    for gene in [Gene::BASELINE, Gene::PUBLISHED_WINNER, "additive+alpha_entmax+highway+log_n".parse().unwrap()] {
-        let multi = train::train(gene, &cfg, &corpus, &[5, 6, 7], &Device::Cpu, RunOptions::default()).unwrap();
-        let single = train::train(gene, &cfg, &corpus, &[6], &Device::Cpu, RunOptions::default()).unwrap();
+    for gene in [
+        Gene::BASELINE,
+        Gene::PUBLISHED_WINNER,
+        "additive+alpha_entmax+highway+log_n".parse().unwrap(),
+    ] {
+        let multi = train::train(
+            gene,
+            &cfg,
+            &corpus,
+            &[5, 6, 7],
+            &Device::Cpu,
+            RunOptions::default(),
+        )
+        .unwrap();
+        let single = train::train(
+            gene,
+            &cfg,
+            &corpus,
+            &[6],
+            &Device::Cpu,
+            RunOptions::default(),
+        )
+        .unwrap();
         let a = &multi.seeds[1].losses;
         let b = &single.seeds[0].losses;
         assert_eq!(a.len(), 20);
         assert_eq!(b.len(), 20);
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!(((x - y) / y).abs() < 1e-4, "{gene} step {i}: replica {x} vs single {y}");
+            assert!(
+                ((x - y) / y).abs() < 1e-4,
+                "{gene} step {i}: replica {x} vs single {y}"
+            );
         }
-        assert!((multi.seeds[1].val_ppl.unwrap() / single.seeds[0].val_ppl.unwrap() - 1.0).abs() < 1e-3);
+        assert!(
+            (multi.seeds[1].val_ppl.unwrap() / single.seeds[0].val_ppl.unwrap() - 1.0).abs() < 1e-3
+        );
         // and the replicas are really different models
         assert_ne!(multi.seeds[0].losses, multi.seeds[1].losses);
     }
@@ -114,13 +168,37 @@ fn shared_parameters_start_identical_across_genes() {
     let corpus = synthetic_corpus();
     let cfg = tiny_cfg().model(corpus.vocab.len());
     let a = Transformer::new(Gene::BASELINE, cfg, &[11], DType::F32, &Device::Cpu).unwrap();
-    let b = Transformer::new("bilinear+sigmoid+output_gate+log_n".parse().unwrap(), cfg, &[11], DType::F32, &Device::Cpu).unwrap();
+    let b = Transformer::new(
+        "bilinear+sigmoid+output_gate+log_n".parse().unwrap(),
+        cfg,
+        &[11],
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
     let c = Transformer::new(Gene::BASELINE, cfg, &[12], DType::F32, &Device::Cpu).unwrap();
-    let flat = |m: &Transformer, n: &str| -> Vec<f32> { m.params.get(n).flatten_all().unwrap().to_vec1().unwrap() };
-    for name in ["tok_emb", "pos_emb", "layers.0.attn.wqkv", "layers.1.mlp.w2", "layers.1.attn.wo", "ln_f.g"] {
-        assert_eq!(flat(&a, name), flat(&b, name), "{name} differs between genes with the same seed");
+    let flat = |m: &Transformer, n: &str| -> Vec<f32> {
+        m.params.get(n).flatten_all().unwrap().to_vec1().unwrap()
+    };
+    for name in [
+        "tok_emb",
+        "pos_emb",
+        "layers.0.attn.wqkv",
+        "layers.1.mlp.w2",
+        "layers.1.attn.wo",
+        "ln_f.g",
+    ] {
+        assert_eq!(
+            flat(&a, name),
+            flat(&b, name),
+            "{name} differs between genes with the same seed"
+        );
     }
-    assert_ne!(flat(&a, "tok_emb"), flat(&c, "tok_emb"), "different seeds must give different inits");
+    assert_ne!(
+        flat(&a, "tok_emb"),
+        flat(&c, "tok_emb"),
+        "different seeds must give different inits"
+    );
 }
 
 #[test]
@@ -151,27 +229,68 @@ fn diverged_replica_is_frozen_and_does_not_affect_others() {
     let corpus = synthetic_corpus();
     let cfg = tiny_cfg();
     let gene = Gene::PUBLISHED_WINNER;
-    let clean = train::train(gene, &cfg, &corpus, &[1, 2, 3], &Device::Cpu, RunOptions::default()).unwrap();
-    let hit = train::train(gene, &cfg, &corpus, &[1, 2, 3], &Device::Cpu, RunOptions { poison: Some((1, 7)), ..Default::default() }).unwrap();
+    let clean = train::train(
+        gene,
+        &cfg,
+        &corpus,
+        &[1, 2, 3],
+        &Device::Cpu,
+        RunOptions::default(),
+    )
+    .unwrap();
+    let hit = train::train(
+        gene,
+        &cfg,
+        &corpus,
+        &[1, 2, 3],
+        &Device::Cpu,
+        RunOptions {
+            poison: Some((1, 7)),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(hit.seeds[1].diverged_at, Some(7));
     assert_eq!(hit.seeds[1].val_ppl, None);
     assert_eq!(hit.seeds[1].test_ppl, None);
     assert_eq!(hit.seeds[1].losses.len(), 7);
     for r in [0, 2] {
         assert_eq!(hit.seeds[r].diverged_at, None);
-        assert_eq!(hit.seeds[r].losses, clean.seeds[r].losses, "replica {r} was affected");
+        assert_eq!(
+            hit.seeds[r].losses, clean.seeds[r].losses,
+            "replica {r} was affected"
+        );
         assert_eq!(hit.seeds[r].val_ppl, clean.seeds[r].val_ppl);
     }
 }
 
 #[test]
 fn weight_decay_spares_gains_biases_temperatures_and_alpha() {
-    let cfg = ModelConfig { vocab_size: 50, d_model: 16, n_layers: 2, n_heads: 2, seq_len: 8 };
+    let cfg = ModelConfig {
+        vocab_size: 50,
+        d_model: 16,
+        n_layers: 2,
+        n_heads: 2,
+        seq_len: 8,
+    };
     let mut seen = std::collections::HashSet::new();
     for gene in Gene::all() {
         for s in Transformer::specs(gene, &cfg) {
             let leaf = s.name.rsplit('.').next().unwrap().to_string();
-            let no_decay = ["g", "b", "bqkv", "bo", "b1", "b2", "gate_b", "q_gain", "k_gain", "temp_theta", "temp_sigma", "alpha_a"];
+            let no_decay = [
+                "g",
+                "b",
+                "bqkv",
+                "bo",
+                "b1",
+                "b2",
+                "gate_b",
+                "q_gain",
+                "k_gain",
+                "temp_theta",
+                "temp_sigma",
+                "alpha_a",
+            ];
             if no_decay.contains(&leaf.as_str()) {
                 assert_eq!(s.role, Role::NoDecay, "{} must not be decayed", s.name);
                 assert!(!s.decays());
@@ -181,7 +300,15 @@ fn weight_decay_spares_gains_biases_temperatures_and_alpha() {
             seen.insert(leaf);
         }
     }
-    for leaf in ["temp_theta", "temp_sigma", "alpha_a", "q_gain", "gate_b", "bilinear", "add_w"] {
+    for leaf in [
+        "temp_theta",
+        "temp_sigma",
+        "alpha_a",
+        "q_gain",
+        "gate_b",
+        "bilinear",
+        "add_w",
+    ] {
         assert!(seen.contains(leaf), "{leaf} never declared");
     }
     // Behaviour: with zero gradient a decayed weight shrinks, a gain does not move.
@@ -190,33 +317,87 @@ fn weight_decay_spares_gains_biases_temperatures_and_alpha() {
     let mut c = tiny_cfg();
     c.steps = 1;
     c.warmup = 0;
-    let model_before = Transformer::new(Gene::PUBLISHED_WINNER, c.model(corpus.vocab.len()), &[1], DType::F32, &Device::Cpu).unwrap();
-    let theta0: f32 = model_before.params.get("layers.0.attn.temp_theta").flatten_all().unwrap().to_vec1::<f32>().unwrap()[0];
-    assert!((theta0 as f64 - (1.0 / (8f64).sqrt()).ln()).abs() < 1e-6, "θ₀ = ln c");
+    let model_before = Transformer::new(
+        Gene::PUBLISHED_WINNER,
+        c.model(corpus.vocab.len()),
+        &[1],
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let theta0: f32 = model_before
+        .params
+        .get("layers.0.attn.temp_theta")
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()[0];
+    assert!(
+        (theta0 as f64 - (1.0 / (8f64).sqrt()).ln()).abs() < 1e-6,
+        "θ₀ = ln c"
+    );
 }
 
 #[test]
 fn parameter_counts_match_genes_md() {
-    let cfg = ModelConfig { vocab_size: 1000, d_model: 128, n_layers: 2, n_heads: 4, seq_len: 64 };
+    let cfg = ModelConfig {
+        vocab_size: 1000,
+        d_model: 128,
+        n_layers: 2,
+        n_heads: 4,
+        seq_len: 64,
+    };
     let base = Transformer::param_counts(Gene::BASELINE, &cfg).1;
-    let with = |sim, norm, gate, temp| Transformer::param_counts(Gene { similarity: sim, normalization: norm, gating: gate, temperature: temp }, &cfg).1;
+    let with = |sim, norm, gate, temp| {
+        Transformer::param_counts(
+            Gene {
+                similarity: sim,
+                normalization: norm,
+                gating: gate,
+                temperature: temp,
+            },
+            &cfg,
+        )
+        .1
+    };
     let (d, h, dh, l) = (128usize, 4usize, 32usize, 2usize);
     let da = 16;
     use Gating as G;
     use Normalization as N;
     use Similarity as S;
     use Temperature as T;
-    assert_eq!(with(S::QkRmsnorm, N::Softmax, G::None, T::Fixed) - base, l * 2 * dh);
-    assert_eq!(with(S::Bilinear, N::Softmax, G::None, T::Fixed) - base, l * h * dh * dh);
-    assert_eq!(with(S::Additive, N::Softmax, G::None, T::Fixed) - base, l * h * (2 * da * dh + da));
+    assert_eq!(
+        with(S::QkRmsnorm, N::Softmax, G::None, T::Fixed) - base,
+        l * 2 * dh
+    );
+    assert_eq!(
+        with(S::Bilinear, N::Softmax, G::None, T::Fixed) - base,
+        l * h * dh * dh
+    );
+    assert_eq!(
+        with(S::Additive, N::Softmax, G::None, T::Fixed) - base,
+        l * h * (2 * da * dh + da)
+    );
     assert_eq!(with(S::Dot, N::Softmax, G::None, T::Learned) - base, l);
-    assert_eq!(with(S::Dot, N::Softmax, G::None, T::LearnedHead) - base, l * h);
+    assert_eq!(
+        with(S::Dot, N::Softmax, G::None, T::LearnedHead) - base,
+        l * h
+    );
     assert_eq!(with(S::Dot, N::Softmax, G::None, T::LogN) - base, l * h);
-    assert_eq!(with(S::Dot, N::AlphaEntmax, G::None, T::Fixed) - base, l * h);
+    assert_eq!(
+        with(S::Dot, N::AlphaEntmax, G::None, T::Fixed) - base,
+        l * h
+    );
     for g in [G::OutputGate, G::DenseGate, G::Highway] {
-        assert_eq!(with(S::Dot, N::Softmax, g, T::Fixed) - base, l * (d * d + d));
+        assert_eq!(
+            with(S::Dot, N::Softmax, g, T::Fixed) - base,
+            l * (d * d + d)
+        );
     }
-    assert_eq!(with(S::Dot, N::Softmax, G::HeadGate, T::Fixed) - base, l * (d * h + h));
+    assert_eq!(
+        with(S::Dot, N::Softmax, G::HeadGate, T::Fixed) - base,
+        l * (d * h + h)
+    );
     let (total, nonembed) = Transformer::param_counts(Gene::BASELINE, &cfg);
     assert_eq!(total - nonembed, 1000 * d + 64 * d);
 }
@@ -226,11 +407,22 @@ fn training_reduces_loss() {
     let corpus = synthetic_corpus();
     let mut cfg = tiny_cfg();
     cfg.steps = 150;
-    let out = train::train(Gene::BASELINE, &cfg, &corpus, &[1], &Device::Cpu, RunOptions::default()).unwrap();
+    let out = train::train(
+        Gene::BASELINE,
+        &cfg,
+        &corpus,
+        &[1],
+        &Device::Cpu,
+        RunOptions::default(),
+    )
+    .unwrap();
     let l = &out.seeds[0].losses;
     let first: f32 = l[..5].iter().sum::<f32>() / 5.0;
     let last: f32 = l[140..].iter().sum::<f32>() / 10.0;
     assert!(last < first - 0.3, "loss did not fall: {first} -> {last}");
     let ppl = out.seeds[0].val_ppl.unwrap();
-    assert!(ppl < corpus.unigram_ppl(&corpus.valid), "val ppl {ppl} not below unigram");
+    assert!(
+        ppl < corpus.unigram_ppl(&corpus.valid),
+        "val ppl {ppl} not below unigram"
+    );
 }

@@ -11,6 +11,7 @@
 //! N(0, 0.02/√(2·layers)). LayerNorm is written here with differentiable ops (candle's
 //! fused `LayerNorm::forward` returns no gradient).
 
+pub mod lm_head;
 pub mod normalize;
 pub mod params;
 pub mod xent;
@@ -40,7 +41,7 @@ impl ModelConfig {
     /// Checks that the shape is usable.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.n_heads > 0 && self.d_model % self.n_heads == 0,
+            self.n_heads > 0 && self.d_model.is_multiple_of(self.n_heads),
             "d_model ({}) must be a positive multiple of n_heads ({})",
             self.d_model,
             self.n_heads
@@ -382,6 +383,21 @@ impl Transformer {
 
     /// Logits `[R, B·T, V]` for token ids `[R, B, T]` (u32, T ≤ seq_len).
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let x = self.hidden(ids)?;
+        // Tied output layer: x · Eᵀ.
+        x.matmul(&self.params.get("tok_emb").transpose(1, 2)?)
+    }
+
+    /// Summed NLL per replica `[R]` of predicting `targets` `[R, B, T]` from `ids`
+    /// (the output layer and cross-entropy fused, see [`lm_head`]).
+    pub fn nll_sum(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        let x = self.hidden(ids)?;
+        let (r, n, _) = x.dims3()?;
+        lm_head::lm_head_nll(&x, self.params.get("tok_emb"), &targets.reshape((r, n))?)?.sum(1)
+    }
+
+    /// Final hidden states `[R, B·T, d]` (after the last LayerNorm) for ids `[R, B, T]`.
+    pub fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
         let (r, b, t) = ids.dims3()?;
         if r != self.replicas() {
             candle_core::bail!("ids have {r} replicas, the model has {}", self.replicas());
@@ -419,10 +435,7 @@ impl Transformer {
                 .gelu()?;
             x = (x + self.linear(&m, &p(layer, "mlp.w2"), &p(layer, "mlp.b2"))?)?;
         }
-        let x = self.layer_norm(&x, "ln_f")?;
-        // Tied output layer: x · Eᵀ.
-        let emb_t = self.params.get("tok_emb").transpose(1, 2)?;
-        x.matmul(&emb_t)
+        self.layer_norm(&x, "ln_f")
     }
 
     /// Per-replica mean cross-entropy `[R]` of predicting `targets` `[R, B, T]` from `ids`.

@@ -352,12 +352,12 @@ mod tests {
                 .unwrap()
                 .to_vec3::<f64>()
                 .unwrap();
-            for b in 0..2 {
-                for i in 0..t {
-                    for j in i + 1..t {
-                        assert_eq!(p[b][i][j], 0.0, "{kind} row {i} key {j}");
+            for pb in &p {
+                for (i, row) in pb.iter().enumerate() {
+                    for (j, w) in row.iter().enumerate().skip(i + 1) {
+                        assert_eq!(*w, 0.0, "{kind} row {i} key {j}");
                     }
-                    let s: f64 = p[b][i].iter().sum();
+                    let s: f64 = row.iter().sum();
                     if kind.sums_to_one() {
                         assert!((s - 1.0).abs() < 1e-9, "{kind} row {i} sums to {s}");
                     } else {
@@ -366,7 +366,7 @@ mod tests {
                 }
                 // first query sees only key 0
                 if kind.sums_to_one() {
-                    assert!((p[b][0][0] - 1.0).abs() < 1e-9);
+                    assert!((pb[0][0] - 1.0).abs() < 1e-9);
                 }
             }
         }

@@ -25,7 +25,10 @@ pub fn fast_exp(x: f32) -> f32 {
     let r = x - k * LN2_HI - k * LN2_LO;
     let p = 1.0
         + r * (1.0
-            + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
     // SAFETY: k is an integer in [-126, 127] after the clamp, so the cast is exact.
     let ki: i32 = unsafe { k.to_int_unchecked() };
     let scale = f32::from_bits(((ki + 127) as u32) << 23);
@@ -34,32 +37,67 @@ pub fn fast_exp(x: f32) -> f32 {
 
 const LANES: usize = 8;
 
-/// max of a row, with 8 independent lanes so that it vectorises.
-#[inline]
-fn row_max(row: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    let chunks = row.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for j in 0..LANES {
-            acc[j] = acc[j].max(c[j]);
+/// Defines a row kernel twice: compiled for AVX2+FMA (picked at run time when the CPU has
+/// them) and for the baseline target. The crate is built for baseline x86-64, where these
+/// loops would get only 4-lane SSE2 and no FMA.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $body:block) => {
+        $(#[$m])*
+        #[inline]
+        $vis fn $name($($arg: $ty),*) -> $ret {
+            #[inline(always)]
+            fn imp($($arg: $ty),*) -> $ret $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn fast($($arg: $ty),*) -> $ret { imp($($arg),*) }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU supports the features `fast` was compiled for.
+                    return unsafe { fast($($arg),*) };
+                }
+            }
+            imp($($arg),*)
         }
-    }
-    rest.iter().fold(acc.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)), |a, &b| a.max(b))
+    };
 }
 
-/// Σ exp(z − m) of a row, with 8 independent partial sums so that it vectorises.
-#[inline]
-fn row_sum_exp(row: &[f32], m: f32) -> f32 {
-    let mut acc = [0f32; LANES];
-    let chunks = row.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for j in 0..LANES {
-            acc[j] += fast_exp(c[j] - m);
+multiversion! {
+    /// max of a row, with 8 independent lanes so that it vectorises.
+    pub(crate) fn row_max(row: &[f32]) -> f32 {
+        let mut acc = [f32::NEG_INFINITY; LANES];
+        let chunks = row.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for j in 0..LANES {
+                acc[j] = acc[j].max(c[j]);
+            }
+        }
+        rest.iter().fold(acc.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)), |a, &b| a.max(b))
+    }
+}
+
+multiversion! {
+    /// Σ exp(z − m) of a row, with 8 independent partial sums so that it vectorises.
+    pub(crate) fn row_sum_exp(row: &[f32], m: f32) -> f32 {
+        let mut acc = [0f32; LANES];
+        let chunks = row.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for j in 0..LANES {
+                acc[j] += fast_exp(c[j] - m);
+            }
+        }
+        acc.iter().sum::<f32>() + rest.iter().map(|&z| fast_exp(z - m)).sum::<f32>()
+    }
+}
+
+multiversion! {
+    /// z ← exp(z − l)·g in place.
+    pub(crate) fn row_softmax_scaled(z: &mut [f32], l: f32, g: f32) -> () {
+        for x in z.iter_mut() {
+            *x = fast_exp(*x - l) * g;
         }
     }
-    acc.iter().sum::<f32>() + rest.iter().map(|&z| fast_exp(z - m)).sum::<f32>()
 }
 
 /// Rows handled per rayon task.
@@ -67,7 +105,9 @@ const ROWS_PER_TASK: usize = 16;
 
 fn rows_of(l: &Layout) -> Result<(usize, usize)> {
     let dims = l.shape().dims();
-    let v = *dims.last().ok_or_else(|| candle_core::Error::Msg("logits need a last dim".into()))?;
+    let v = *dims
+        .last()
+        .ok_or_else(|| candle_core::Error::Msg("logits need a last dim".into()))?;
     Ok((l.shape().elem_count() / v.max(1), v))
 }
 
@@ -88,7 +128,13 @@ impl CustomOp2 for FusedXent {
         "fused-xent"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let x = contiguous(s1.as_slice::<f32>()?, l1)?;
         let t = contiguous(s2.as_slice::<u32>()?, l2)?;
         let (rows, v) = rows_of(l1)?;
@@ -117,10 +163,19 @@ impl CustomOp2 for FusedXent {
                 Ok(())
             })?;
         *self.lse.lock().expect("lse lock") = lse;
-        Ok((CpuStorage::F32(loss), Shape::from(&l1.shape().dims()[..l1.shape().rank() - 1])))
+        Ok((
+            CpuStorage::F32(loss),
+            Shape::from(&l1.shape().dims()[..l1.shape().rank() - 1]),
+        ))
     }
 
-    fn bwd(&self, logits: &Tensor, targets: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let lse = std::mem::take(&mut *self.lse.lock().expect("lse lock"));
         let g = logits.apply_op3_no_bwd(targets, &grad.contiguous()?, &XentGrad { lse })?;
         Ok((Some(g), None))
@@ -154,17 +209,18 @@ impl CustomOp3 for XentGrad {
             candle_core::bail!("fused cross-entropy backward called without a matching forward");
         }
         let mut out = vec![0f32; rows * v];
-        out.par_chunks_mut(v * ROWS_PER_TASK).enumerate().for_each(|(c, chunk)| {
-            for (k, orow) in chunk.chunks_mut(v).enumerate() {
-                let i = c * ROWS_PER_TASK + k;
-                let row = &x[i * v..(i + 1) * v];
-                let (l, gi) = (self.lse[i], g[i]);
-                for (o, &z) in orow.iter_mut().zip(row) {
-                    *o = fast_exp(z - l) * gi;
+        out.par_chunks_mut(v * ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                for (k, orow) in chunk.chunks_mut(v).enumerate() {
+                    let i = c * ROWS_PER_TASK + k;
+                    let row = &x[i * v..(i + 1) * v];
+                    let (l, gi) = (self.lse[i], g[i]);
+                    orow.copy_from_slice(row);
+                    row_softmax_scaled(orow, l, gi);
+                    orow[t[i] as usize] -= gi;
                 }
-                orow[t[i] as usize] -= gi;
-            }
-        });
+            });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
@@ -173,11 +229,18 @@ impl CustomOp3 for XentGrad {
 /// differentiable w.r.t. the logits. Fused on the CPU for f32; composite elsewhere.
 pub fn nll_rows(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     if logits.device().is_cpu() && logits.dtype() == DType::F32 {
-        let op = FusedXent { lse: Mutex::new(Vec::new()) };
+        let op = FusedXent {
+            lse: Mutex::new(Vec::new()),
+        };
         return logits.contiguous()?.apply_op2(&targets.contiguous()?, op);
     }
     let logp = candle_nn::ops::log_softmax(logits, candle_core::D::Minus1)?;
-    logp.gather(&targets.unsqueeze(candle_core::D::Minus1)?, candle_core::D::Minus1)?.squeeze(candle_core::D::Minus1)?.neg()
+    logp.gather(
+        &targets.unsqueeze(candle_core::D::Minus1)?,
+        candle_core::D::Minus1,
+    )?
+    .squeeze(candle_core::D::Minus1)?
+    .neg()
 }
 
 #[cfg(test)]
@@ -190,12 +253,28 @@ mod tests {
         let dev = Device::Cpu;
         let (r, n, v) = (2, 7, 53);
         let x = Tensor::randn(0f32, 3.0, (r, n, v), &dev).unwrap();
-        let t = Tensor::from_vec((0..(r * n) as u32).map(|i| (i * 17) % v as u32).collect::<Vec<_>>(), (r, n), &dev).unwrap();
+        let t = Tensor::from_vec(
+            (0..(r * n) as u32)
+                .map(|i| (i * 17) % v as u32)
+                .collect::<Vec<_>>(),
+            (r, n),
+            &dev,
+        )
+        .unwrap();
         let w = Tensor::randn(0f32, 1.0, (r, n), &dev).unwrap();
         // fused (f32 on the CPU)
         let xv = Var::from_tensor(&x).unwrap();
         let fused = nll_rows(xv.as_tensor(), &t).unwrap();
-        let gf = fused.mul(&w).unwrap().sum_all().unwrap().backward().unwrap().get(&xv).unwrap().clone();
+        let gf = fused
+            .mul(&w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+            .get(&xv)
+            .unwrap()
+            .clone();
         // composite reference in f64
         let x64 = Var::from_tensor(&x.to_dtype(DType::F64).unwrap()).unwrap();
         let comp = nll_rows(x64.as_tensor(), &t).unwrap();
@@ -210,9 +289,20 @@ mod tests {
             .unwrap()
             .clone();
         let d = |a: &Tensor, b: &Tensor| -> f64 {
-            (a.to_dtype(DType::F64).unwrap() - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap()
+            (a.to_dtype(DType::F64).unwrap() - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
         };
-        assert!(d(&fused, &comp) < 1e-5, "loss differs by {}", d(&fused, &comp));
+        assert!(
+            d(&fused, &comp) < 1e-5,
+            "loss differs by {}",
+            d(&fused, &comp)
+        );
         assert!(d(&gf, &gc) < 1e-6, "gradient differs by {}", d(&gf, &gc));
     }
 

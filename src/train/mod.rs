@@ -15,7 +15,7 @@ pub mod config;
 use crate::data::batch::{eval_windows, BatchStream};
 use crate::data::Corpus;
 use crate::gene::Gene;
-use crate::model::{cross_entropy_sum, Transformer};
+use crate::model::Transformer;
 use candle_core::{DType, Device, Tensor, Var};
 pub use config::{Preset, TrainConfig};
 use serde::Serialize;
@@ -188,10 +188,16 @@ fn grad_norms(
 }
 
 fn poison_replica(model: &Transformer, replica: usize) -> candle_core::Result<()> {
-    let (_, var) = model.params.iter().find(|(s, _)| s.name == "ln_f.g").expect("ln_f.g exists");
+    let (_, var) = model
+        .params
+        .iter()
+        .find(|(s, _)| s.name == "ln_f.g")
+        .expect("ln_f.g exists");
     let t = var.as_tensor();
     let r = model.replicas();
-    let add: Vec<f32> = (0..r).map(|i| if i == replica { f32::NAN } else { 0.0 }).collect();
+    let add: Vec<f32> = (0..r)
+        .map(|i| if i == replica { f32::NAN } else { 0.0 })
+        .collect();
     let add = Tensor::from_vec(add, bshape(t), t.device())?.to_dtype(t.dtype())?;
     var.set(&t.broadcast_add(&add)?)
 }
@@ -238,8 +244,9 @@ pub fn evaluate(
             .collect();
         let x = ids_tensor(&vec![xs; r], b, len, &dev)?;
         let y = ids_tensor(&vec![ys; r], b, len, &dev)?;
-        let logits = model.forward(&x)?.detach();
-        let s = cross_entropy_sum(&logits, &y)?
+        let s = model
+            .nll_sum(&x, &y)?
+            .detach()
             .to_dtype(DType::F64)?
             .to_vec1::<f64>()?;
         for (a, v) in nll.iter_mut().zip(s) {

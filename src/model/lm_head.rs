@@ -1,0 +1,322 @@
+//! The tied output layer and its cross-entropy, fused into one op on the CPU.
+//!
+//! On the `seed` preset the 33,278-way output layer is most of a step. Composed from
+//! candle ops it costs three GEMMs plus a transposed copy of the embedding gradient, a
+//! dozen passes over the `[N, V]` logits, and two fresh 270 MB tensors per step (whose
+//! pages the kernel zeroes every time). This op computes `logits = h·Eᵀ` into a buffer that
+//! is reused across steps, the per-row NLL in two vectorised passes, and in the backward
+//! turns the buffer into `G = (softmax − onehot)·g` in place and calls the GEMM kernel
+//! directly for `∂h = G·E` and `∂E = Gᵀ·h`. Other devices and dtypes use the composite path.
+
+use super::xent::{nll_rows, row_max, row_softmax_scaled, row_sum_exp};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+use std::sync::Mutex;
+
+/// Buffers for logits, kept between steps so that their pages stay mapped.
+static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+
+fn take_buffer(len: usize) -> Vec<f32> {
+    let mut pool = POOL.lock().expect("pool lock");
+    let mut v = match pool.iter().position(|b| b.len() >= len) {
+        Some(i) => pool.swap_remove(i),
+        None => pool.pop().unwrap_or_default(),
+    };
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    v
+}
+
+fn give_buffer(v: Vec<f32>) {
+    if !v.is_empty() {
+        POOL.lock().expect("pool lock").push(v);
+    }
+}
+
+fn parallelism() -> gemm::Parallelism {
+    match candle_core::utils::get_num_threads() {
+        0 | 1 => gemm::Parallelism::None,
+        n => gemm::Parallelism::Rayon(n),
+    }
+}
+
+/// Row-major `[rows, cols]` matrix view for the GEMM call: (pointer, column stride, row stride).
+type MatRef = (*const f32, isize, isize);
+
+/// dst`[m, n]` (row-major, contiguous) = lhs`[m, k]` · rhs`[k, n]`.
+///
+/// # Safety
+/// The pointers and strides must describe valid matrices of the given shapes.
+unsafe fn matmul(m: usize, n: usize, k: usize, dst: *mut f32, lhs: MatRef, rhs: MatRef) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        n as isize,
+        false,
+        lhs.0,
+        lhs.1,
+        lhs.2,
+        rhs.0,
+        rhs.1,
+        rhs.2,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        parallelism(),
+    )
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
+        None => candle_core::bail!("fused output layer needs contiguous inputs"),
+    }
+}
+
+struct Saved {
+    /// logits in the forward, G after the backward: `[R, N, V]`.
+    logits: Vec<f32>,
+    lse: Vec<f32>,
+    dims: (usize, usize, usize, usize), // R, N, V, d
+}
+
+/// NLL per row of `h·Eᵀ` at the targets.
+struct LmHeadNll {
+    saved: Mutex<Option<Saved>>,
+}
+
+impl Drop for LmHeadNll {
+    fn drop(&mut self) {
+        if let Some(s) = self.saved.lock().ok().and_then(|mut g| g.take()) {
+            give_buffer(s.logits);
+        }
+    }
+}
+
+impl CustomOp3 for LmHeadNll {
+    fn name(&self) -> &'static str {
+        "lm-head-nll"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (r, n, d) = l1.shape().dims3()?;
+        let (r2, v, d2) = l2.shape().dims3()?;
+        if r2 != r || d2 != d || l3.shape().elem_count() != r * n {
+            candle_core::bail!(
+                "lm head: shapes h {:?}, E {:?}, targets {:?} do not match",
+                l1.shape(),
+                l2.shape(),
+                l3.shape()
+            );
+        }
+        let h = f32_slice(s1, l1)?;
+        let e = f32_slice(s2, l2)?;
+        let t = match l3.contiguous_offsets() {
+            Some((a, b)) => &s3.as_slice::<u32>()?[a..b],
+            None => candle_core::bail!("lm head: targets must be contiguous"),
+        };
+        if let Some(&bad) = t.iter().find(|&&x| x as usize >= v) {
+            candle_core::bail!("target id {bad} out of range for a vocabulary of {v}");
+        }
+        let mut logits = take_buffer(r * n * v);
+        for i in 0..r {
+            // SAFETY: h_i is [n, d] row-major, E_i is [v, d] row-major read as Eᵀ [d, v]
+            // (column stride d, row stride 1); dst is a fresh [n, v] region of `logits`.
+            unsafe {
+                matmul(
+                    n,
+                    v,
+                    d,
+                    logits.as_mut_ptr().add(i * n * v),
+                    (h.as_ptr().add(i * n * d), 1, d as isize),
+                    (e.as_ptr().add(i * v * d), d as isize, 1),
+                )
+            };
+        }
+        let mut loss = vec![0f32; r * n];
+        let mut lse = vec![0f32; r * n];
+        let rows = &logits[..r * n * v];
+        loss.par_iter_mut()
+            .zip(lse.par_iter_mut())
+            .enumerate()
+            .for_each(|(row, (lo, ls))| {
+                let z = &rows[row * v..(row + 1) * v];
+                let m = row_max(z);
+                let l = m + row_sum_exp(z, m).ln();
+                *ls = l;
+                *lo = l - z[t[row] as usize];
+            });
+        *self.saved.lock().expect("saved lock") = Some(Saved {
+            logits,
+            lse,
+            dims: (r, n, v, d),
+        });
+        Ok((CpuStorage::F32(loss), Shape::from((r, n))))
+    }
+
+    fn bwd(
+        &self,
+        h: &Tensor,
+        e: &Tensor,
+        targets: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let mut guard = self.saved.lock().expect("saved lock");
+        let Some(saved) = guard.as_mut() else {
+            candle_core::bail!("lm head backward called twice or without a forward");
+        };
+        let (r, n, v, d) = saved.dims;
+        let g: Vec<f32> = grad.flatten_all()?.to_vec1()?;
+        let t: Vec<u32> = targets.flatten_all()?.to_vec1()?;
+        // G = (softmax − onehot)·g, in place.
+        let lse = &saved.lse;
+        saved.logits[..r * n * v]
+            .par_chunks_mut(v)
+            .enumerate()
+            .for_each(|(row, z)| {
+                row_softmax_scaled(z, lse[row], g[row]);
+                z[t[row] as usize] -= g[row];
+            });
+        let (hs, hl) = h.storage_and_layout();
+        let (es, el) = e.storage_and_layout();
+        let (Storage::Cpu(hs), Storage::Cpu(es)) = (&*hs, &*es) else {
+            candle_core::bail!("lm head backward on a non-CPU device");
+        };
+        let hh = f32_slice(hs, hl)?;
+        let ee = f32_slice(es, el)?;
+        let gm = &saved.logits;
+        let mut gh = vec![0f32; r * n * d];
+        let mut ge = vec![0f32; r * v * d];
+        for i in 0..r {
+            let gi = gm.as_ptr().wrapping_add(i * n * v);
+            // SAFETY: G_i is [n, v] row-major; E_i [v, d] and h_i [n, d] row-major; Gᵀ is
+            // read with column stride v and row stride 1. Destinations are disjoint slices.
+            unsafe {
+                matmul(
+                    n,
+                    d,
+                    v,
+                    gh.as_mut_ptr().add(i * n * d),
+                    (gi, 1, v as isize),
+                    (ee.as_ptr().add(i * v * d), 1, d as isize),
+                );
+                matmul(
+                    v,
+                    d,
+                    n,
+                    ge.as_mut_ptr().add(i * v * d),
+                    (gi, v as isize, 1),
+                    (hh.as_ptr().add(i * n * d), 1, d as isize),
+                );
+            }
+        }
+        let dev = h.device();
+        Ok((
+            Some(Tensor::from_vec(gh, (r, n, d), dev)?),
+            Some(Tensor::from_vec(ge, (r, v, d), dev)?),
+            None,
+        ))
+    }
+}
+
+/// Per-row NLL `[R, N]` of the tied output layer: logits `h·Eᵀ` (h `[R, N, d]`, E `[R, V, d]`)
+/// at `targets` `[R, N]` (u32), differentiable w.r.t. h and E.
+pub fn lm_head_nll(h: &Tensor, emb: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if h.device().is_cpu() && h.dtype() == DType::F32 {
+        let op = LmHeadNll {
+            saved: Mutex::new(None),
+        };
+        return h
+            .contiguous()?
+            .apply_op3(&emb.contiguous()?, &targets.contiguous()?, op);
+    }
+    let logits = h.matmul(&emb.transpose(1, 2)?)?;
+    nll_rows(&logits, targets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn fused_head_matches_composite_in_value_and_gradients() {
+        let dev = Device::Cpu;
+        let (r, n, v, d) = (2, 9, 37, 6);
+        let h = Var::from_tensor(&Tensor::randn(0f32, 1.0, (r, n, d), &dev).unwrap()).unwrap();
+        let e = Var::from_tensor(&Tensor::randn(0f32, 1.0, (r, v, d), &dev).unwrap()).unwrap();
+        let t = Tensor::from_vec(
+            (0..(r * n) as u32)
+                .map(|i| (i * 7) % v as u32)
+                .collect::<Vec<_>>(),
+            (r, n),
+            &dev,
+        )
+        .unwrap();
+        let w = Tensor::randn(0f32, 1.0, (r, n), &dev).unwrap();
+        let fused = lm_head_nll(h.as_tensor(), e.as_tensor(), &t).unwrap();
+        let gf = fused
+            .mul(&w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        // composite in f64
+        let h64 = Var::from_tensor(&h.as_tensor().to_dtype(DType::F64).unwrap()).unwrap();
+        let e64 = Var::from_tensor(&e.as_tensor().to_dtype(DType::F64).unwrap()).unwrap();
+        let comp = lm_head_nll(h64.as_tensor(), e64.as_tensor(), &t).unwrap();
+        let gc = comp
+            .mul(&w.to_dtype(DType::F64).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let diff = |a: &Tensor, b: &Tensor| -> f64 {
+            (a.to_dtype(DType::F64).unwrap() - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        assert!(diff(&fused, &comp) < 1e-5, "loss");
+        assert!(
+            diff(gf.get(&h).unwrap(), gc.get(&h64).unwrap()) < 1e-5,
+            "grad h"
+        );
+        assert!(
+            diff(gf.get(&e).unwrap(), gc.get(&e64).unwrap()) < 1e-5,
+            "grad E"
+        );
+        // A second forward reuses the pooled buffer and still agrees.
+        let again = lm_head_nll(h.as_tensor(), e.as_tensor(), &t).unwrap();
+        assert!(diff(&again, &comp) < 1e-5);
+    }
+
+    #[test]
+    fn out_of_range_target_is_an_error() {
+        let h = Tensor::zeros((1, 2, 3), DType::F32, &Device::Cpu).unwrap();
+        let e = Tensor::zeros((1, 4, 3), DType::F32, &Device::Cpu).unwrap();
+        let t = Tensor::from_vec(vec![0u32, 4], (1, 2), &Device::Cpu).unwrap();
+        assert!(lm_head_nll(&h, &e, &t).is_err());
+    }
+}
