@@ -11,6 +11,8 @@
 //! N(0, 0.02/√(2·layers)). LayerNorm is written here with differentiable ops (candle's
 //! fused `LayerNorm::forward` returns no gradient).
 
+pub mod gelu;
+pub mod kernels;
 pub mod lm_head;
 pub mod normalize;
 pub mod params;
@@ -430,9 +432,7 @@ impl Transformer {
             let u = self.layer_norm(&x, &p(layer, "ln1"))?;
             x = self.attention(layer, &x, &u, b, t, &mask)?;
             let u = self.layer_norm(&x, &p(layer, "ln2"))?;
-            let m = self
-                .linear(&u, &p(layer, "mlp.w1"), &p(layer, "mlp.b1"))?
-                .gelu()?;
+            let m = gelu::gelu(&self.linear(&u, &p(layer, "mlp.w1"), &p(layer, "mlp.b1"))?)?;
             x = (x + self.linear(&m, &p(layer, "mlp.w2"), &p(layer, "mlp.b2"))?)?;
         }
         self.layer_norm(&x, "ln_f")
