@@ -47,6 +47,13 @@ enum Cmd {
     Train(TrainArgs),
     /// Measure training tokens/s (warm-up excluded).
     Bench(BenchArgs),
+    /// Show each preset's settings and a gene's parameter counts under it.
+    Presets {
+        #[arg(long, default_value = "dot+softmax+none+fixed")]
+        gene: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -55,6 +62,9 @@ enum DataCmd {
     Info {
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Cap the vocabulary as a preset would (vocab_size and unigram perplexity follow it).
+        #[arg(long)]
+        vocab_cap: Option<usize>,
         #[arg(long)]
         json: bool,
     },
@@ -375,21 +385,61 @@ fn cmd_genes(count: bool, json_out: bool) -> Result<()> {
     Ok(())
 }
 
+/// Vocabulary size of WikiText-2 under a preset's cap (the full vocabulary is 33,278 words).
+fn preset_vocab(cfg: &TrainConfig) -> usize {
+    const FULL: usize = 33_278;
+    cfg.vocab_cap.map_or(FULL, |c| c.min(FULL))
+}
+
+fn cmd_presets(gene: &str, json_out: bool) -> Result<()> {
+    let gene: Gene = gene.parse()?;
+    for p in Preset::ALL {
+        let cfg = p.config();
+        let vocab = preset_vocab(&cfg);
+        let (total, nonembed) = Transformer::param_counts(gene, &cfg.model(vocab));
+        if json_out {
+            println!(
+                "{}",
+                json!({"preset": p.to_string(), "gene": gene.to_string(), "vocab_size": vocab,
+                       "params_total": total, "params_nonembed": nonembed, "config": cfg})
+            );
+        } else {
+            println!(
+                "{:<6} vocab {vocab:>6}  d {:>3}  layers {}  heads {}  seq {:>3}  batch {:>3}  steps {:>5}  lr {:.0e}  params {total} total / {nonembed} non-embedding ({gene})",
+                p.to_string(), cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.seq_len, cfg.batch_size, cfg.steps, cfg.lr
+            );
+        }
+    }
+    Ok(())
+}
+
 fn cmd_data(c: &DataCmd) -> Result<()> {
     match c {
-        DataCmd::Info { data: d, json: j } => {
+        DataCmd::Info {
+            data: d,
+            vocab_cap,
+            json: j,
+        } => {
             let dir = data::resolve_data_dir(d.as_deref());
-            let corpus = Corpus::load(&dir, None)?;
+            let corpus = Corpus::load(&dir, *vocab_cap)?;
+            let (uv, ut) = (
+                corpus.unigram_ppl(&corpus.valid),
+                corpus.unigram_ppl(&corpus.test),
+            );
             let v = json!({
                 "vocab_size": corpus.vocab.len(),
                 "tokens": {"train": corpus.train.len(), "valid": corpus.valid.len(), "test": corpus.test.len()},
                 "sha256": {"train": corpus.sha256[0], "valid": corpus.sha256[1], "test": corpus.sha256[2]},
+                "unigram_ppl": {"valid": uv, "test": ut},
             });
             if *j {
                 println!("{v}");
             } else {
                 println!("data directory: {}", dir.display());
                 println!("vocabulary:     {}", corpus.vocab.len());
+                println!(
+                    "unigram ppl:    valid {uv:.1}, test {ut:.1} (add-one smoothed train unigram)"
+                );
                 for (i, s) in data::SPLITS.iter().enumerate() {
                     let n = corpus.split(s).map(|x| x.len()).unwrap_or(0);
                     let known = data::KNOWN_SHA256[i].1 == corpus.sha256[i];
@@ -445,6 +495,7 @@ fn main() {
         Cmd::Data(c) => cmd_data(c),
         Cmd::Train(a) => cmd_train(a),
         Cmd::Bench(a) => cmd_bench(a),
+        Cmd::Presets { gene, json } => cmd_presets(gene, *json),
     };
     if let Err(e) = r {
         // A closed pipe (`evoattn genes | head`) is not an error.

@@ -136,6 +136,11 @@ impl AdamW {
         let bc2 = 1.0 - cfg.beta2.powi(self.t);
         for (i, (spec, var)) in model.params.iter().enumerate() {
             let Some(g) = grads.get(var) else { continue };
+            // Gradients that candle stores for variables still carry op history into the
+            // forward graph; without detaching, m and v would chain every step's graph
+            // together (a leak of ~40 MB per step on the cpu preset).
+            let g = g.detach();
+            let g = &g;
             let shape = bshape(var.as_tensor());
             let live_b = live.reshape(shape.clone())?;
             // Select rather than multiply: a frozen replica's gradient may be NaN.
@@ -430,4 +435,47 @@ pub fn gradients(
         .iter()
         .map(|(s, v): (_, &Var)| (s.name.clone(), grads.get(v).cloned()))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelConfig;
+
+    /// Regression test: optimiser state must not carry op history (it chained every step's
+    /// graph together and leaked ~40 MB per step).
+    #[test]
+    fn optimizer_state_is_detached() {
+        let cfg = ModelConfig {
+            vocab_size: 20,
+            d_model: 8,
+            n_layers: 1,
+            n_heads: 2,
+            seq_len: 4,
+        };
+        let model =
+            Transformer::new(Gene::BASELINE, cfg, &[1, 2], DType::F32, &Device::Cpu).unwrap();
+        let x = Tensor::from_vec(
+            (0..16u32).map(|i| i % 20).collect::<Vec<_>>(),
+            (2, 2, 4),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let mut opt = AdamW::new(&model).unwrap();
+        let tc = Preset::Smoke.config();
+        let ones = Tensor::ones(2, DType::F32, &Device::Cpu).unwrap();
+        for _ in 0..2 {
+            let grads = model
+                .loss(&x, &x)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            opt.step(&model, &grads, &ones, &ones, &tc, 1e-3).unwrap();
+        }
+        for (m, v) in opt.m.iter().zip(&opt.v) {
+            assert!(!m.track_op() && !v.track_op(), "optimizer state tracks ops");
+        }
+    }
 }
