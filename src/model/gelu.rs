@@ -93,6 +93,7 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::kernels::max_abs_diff;
     use candle_core::{Device, Var};
 
     #[test]
@@ -138,17 +139,15 @@ mod tests {
             .get(&x64)
             .unwrap()
             .clone();
-        let diff = |a: &Tensor, b: &Tensor| -> f64 {
-            (a.to_dtype(DType::F64).unwrap() - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap()
-        };
-        assert!(diff(&y, &y64) < 1e-5, "value {}", diff(&y, &y64));
-        assert!(diff(&g, &g64) < 1e-5, "gradient {}", diff(&g, &g64));
+        assert!(
+            max_abs_diff(&y, &y64) < 1e-5,
+            "value {}",
+            max_abs_diff(&y, &y64)
+        );
+        assert!(
+            max_abs_diff(&g, &g64) < 1e-5,
+            "gradient {}",
+            max_abs_diff(&g, &g64)
+        );
     }
 }

@@ -54,3 +54,94 @@ macro_rules! multiversion {
         }
     };
 }
+
+crate::multiversion! {
+    /// max of a row, with 8 independent lanes so that it vectorises.
+    pub(crate) fn row_max(row: &[f32]) -> f32 {
+        let mut acc = [f32::NEG_INFINITY; LANES];
+        let chunks = row.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for j in 0..LANES {
+                acc[j] = acc[j].max(c[j]);
+            }
+        }
+        rest.iter().fold(acc.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)), |a, &b| a.max(b))
+    }
+}
+
+crate::multiversion! {
+    /// Σ exp(z − m) of a row, with 8 independent partial sums so that it vectorises.
+    pub(crate) fn row_sum_exp(row: &[f32], m: f32) -> f32 {
+        let mut acc = [0f32; LANES];
+        let chunks = row.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for j in 0..LANES {
+                acc[j] += fast_exp(c[j] - m);
+            }
+        }
+        acc.iter().sum::<f32>() + rest.iter().map(|&z| fast_exp(z - m)).sum::<f32>()
+    }
+}
+
+crate::multiversion! {
+    /// z ← exp(z − l)·g in place.
+    pub(crate) fn row_softmax_scaled(z: &mut [f32], l: f32, g: f32) -> () {
+        for x in z.iter_mut() {
+            *x = fast_exp(*x - l) * g;
+        }
+    }
+}
+
+/// Largest absolute elementwise difference of two tensors (compared in f64); for tests.
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f64 {
+    let a = a.to_dtype(candle_core::DType::F64).unwrap();
+    let b = b.to_dtype(candle_core::DType::F64).unwrap();
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_is_accurate() {
+        let mut worst = 0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let want = (x as f64).exp();
+            let got = fast_exp(x) as f64;
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 3e-7, "worst relative error {worst}");
+        assert_eq!(fast_exp(0.0), 1.0);
+        assert!(fast_exp(-1000.0) < 1e-37 && fast_exp(-1000.0) >= 0.0);
+    }
+
+    #[test]
+    fn row_kernels_match_scalar_versions() {
+        let row: Vec<f32> = (0..101)
+            .map(|i| ((i * 37) % 23) as f32 * 0.37 - 4.0)
+            .collect();
+        let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        assert_eq!(row_max(&row), m);
+        let s: f64 = row.iter().map(|&z| ((z - m) as f64).exp()).sum();
+        assert!((row_sum_exp(&row, m) as f64 / s - 1.0).abs() < 1e-6);
+        let mut z = row.clone();
+        row_softmax_scaled(&mut z, 0.5, 2.0);
+        for (o, &v) in z.iter().zip(&row) {
+            let want = ((v - 0.5) as f64).exp() * 2.0;
+            assert!((*o as f64 / want - 1.0).abs() < 1e-6);
+        }
+    }
+}

@@ -16,7 +16,6 @@ pub mod kernels;
 pub mod lm_head;
 pub mod normalize;
 pub mod params;
-pub mod xent;
 
 use crate::gene::{Gating, Gene, Normalization, Similarity, Temperature};
 use candle_core::{DType, Device, Result, Tensor, D};
@@ -440,15 +439,7 @@ impl Transformer {
 
     /// Per-replica mean cross-entropy `[R]` of predicting `targets` `[R, B, T]` from `ids`.
     pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
-        let logits = self.forward(ids)?;
-        cross_entropy_sum(&logits, targets)?
-            .affine(1.0 / targets.dim(1)? as f64 / targets.dim(2)? as f64, 0.0)
+        let tokens = targets.dim(1)? * targets.dim(2)?;
+        self.nll_sum(ids, targets)?.affine(1.0 / tokens as f64, 0.0)
     }
-}
-
-/// Summed negative log-likelihood per replica `[R]` of logits `[R, N, V]` against targets
-/// `[R, …]` (N ids per replica).
-pub fn cross_entropy_sum(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let (r, n, _) = logits.dims3()?;
-    xent::nll_rows(logits, &targets.reshape((r, n))?)?.sum(1)
 }
