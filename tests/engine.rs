@@ -76,7 +76,8 @@ fn batch(corpus: &Corpus, cfg: &TrainConfig, seeds: &[u64]) -> (Tensor, Tensor) 
 #[test]
 fn every_gene_has_finite_loss_and_nonzero_gradient_on_every_parameter() {
     let corpus = synthetic_corpus();
-    let cfg = tiny_cfg();
+    // The smoke preset's shape (d 32, 4 heads, 2 layers, 32-token windows, batch 8).
+    let cfg = Preset::Smoke.config();
     let mcfg = cfg.model(corpus.vocab.len());
     let seeds = [3u64, 4];
     let (x, y) = batch(&corpus, &cfg, &seeds);

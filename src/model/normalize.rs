@@ -21,8 +21,11 @@ use candle_core::{DType, Device, Result, Tensor, D};
 
 /// The value given to masked logits (never −inf: a cumulative sum of −inf gives NaN).
 pub const MASK_VALUE: f64 = -1e9;
-/// Bisection iterations for α-entmax (halves a unit interval below f64 precision).
-pub const BISECT_ITERS: usize = 54;
+/// Bisection iterations for α-entmax in f64 (halves the unit bracket below f64 precision).
+pub const BISECT_ITERS_F64: usize = 54;
+/// Bisection iterations in f32: 30 halvings are below f32 precision, and the Newton-corrected
+/// threshold refines the result further.
+pub const BISECT_ITERS_F32: usize = 30;
 
 /// Which keys each query may see, with the derived per-row quantities the normalizers need.
 #[derive(Debug, Clone)]
@@ -231,8 +234,12 @@ pub fn alpha_entmax(z: &Tensor, mask: &Mask, alpha: &Tensor) -> Result<Tensor> {
     // At τ = max − n^{1−α} every visible entry gives ≥ n^{-1}, so the sum is ≥ 1 … use the
     // looser but always-valid upper bound τ = max (sum 0).
     let mut hi = max.clone();
-    // Precision of f32 bisection is limited by ulp(max); iterations past that are no-ops.
-    for _ in 0..BISECT_ITERS {
+    let iters = if z.dtype() == DType::F64 {
+        BISECT_ITERS_F64
+    } else {
+        BISECT_ITERS_F32
+    };
+    for _ in 0..iters {
         let mid = ((&lo + &hi)? / 2.0)?;
         let f = pow(&xd.broadcast_sub(&mid)?, &invd)?.sum_keepdim(D::Minus1)?;
         let ge = f.ge(1.0)?;
