@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod data;
 pub mod gene;
 pub mod model;
+pub mod stats;
 pub mod train;
 
 /// Version of the training semantics; bumped whenever a change alters results.

@@ -47,6 +47,9 @@ enum Cmd {
     Train(TrainArgs),
     /// Measure training tokens/s (warm-up excluded).
     Bench(BenchArgs),
+    /// Statistical tests on numbers given on the command line.
+    #[command(subcommand)]
+    Stats(StatsCmd),
     /// Show each preset's settings and a gene's parameter counts under it.
     Presets {
         #[arg(long, default_value = "dot+softmax+none+fixed")]
@@ -79,6 +82,55 @@ enum DataCmd {
         /// Only use the --mirror URLs.
         #[arg(long)]
         no_default_mirrors: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum StatsCmd {
+    /// Compare two samples: t-tests, rank tests, effect sizes, interval of the difference.
+    Compare {
+        /// Comma-separated sample x, e.g. 99.8,99.5,100.2.
+        #[arg(long, allow_hyphen_values = true)]
+        x: String,
+        #[arg(long, allow_hyphen_values = true)]
+        y: String,
+        /// x[i] and y[i] come from the same seed: add the paired t and Wilcoxon tests.
+        #[arg(long)]
+        paired: bool,
+        /// two-sided, less (x smaller) or greater.
+        #[arg(long, default_value = "two-sided")]
+        alternative: String,
+        #[arg(long, default_value_t = 0.05)]
+        alpha: f64,
+        /// Seed for resampling methods (none of the implemented statistics resample yet).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Larger values are better (default: lower is better, as for perplexity).
+        #[arg(long)]
+        higher_is_better: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Adjust p-values for multiple comparisons.
+    Adjust {
+        #[arg(long)]
+        p: String,
+        /// holm, bonferroni or bh.
+        #[arg(long, default_value = "holm")]
+        method: String,
+        #[arg(long, default_value_t = 0.05)]
+        alpha: f64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// n, mean, sd and the t interval of the mean.
+    Describe {
+        #[arg(long, allow_hyphen_values = true)]
+        x: String,
+        #[arg(long, default_value_t = 0.95)]
+        level: f64,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -413,6 +465,180 @@ fn cmd_presets(gene: &str, json_out: bool) -> Result<()> {
     Ok(())
 }
 
+fn parse_numbers(name: &str, s: &str) -> Result<Vec<f64>> {
+    let v: Vec<f64> = s
+        .split(',')
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| {
+            t.trim()
+                .parse::<f64>()
+                .with_context(|| format!("--{name}: `{t}` is not a number"))
+        })
+        .collect::<Result<_>>()?;
+    if v.is_empty() {
+        bail!("--{name} is empty: give comma-separated numbers, e.g. --{name} 1.2,3.4");
+    }
+    Ok(v)
+}
+
+fn check_level(name: &str, v: f64) -> Result<()> {
+    if !(v > 0.0 && v < 1.0) {
+        bail!("--{name} must be between 0 and 1, got {v}");
+    }
+    Ok(())
+}
+
+fn cmd_stats(c: &StatsCmd) -> Result<()> {
+    use evoattn::stats::{self, compare, multitest, Alternative};
+    match c {
+        StatsCmd::Compare {
+            x,
+            y,
+            paired,
+            alternative,
+            alpha,
+            seed: _,
+            higher_is_better,
+            json: j,
+        } => {
+            let (x, y) = (parse_numbers("x", x)?, parse_numbers("y", y)?);
+            let alt: Alternative = alternative.parse()?;
+            check_level("alpha", *alpha)?;
+            let r = compare::compare(&x, &y, *paired, alt, 1.0 - alpha, *higher_is_better)?;
+            if *j {
+                println!("{}", r.to_json());
+                return Ok(());
+            }
+            println!(
+                "x: n={} mean={:.6}   y: n={} mean={:.6}   diff (x − y) = {:.6}",
+                r.n_x, r.mean_x, r.n_y, r.mean_y, r.diff
+            );
+            println!(
+                "{:.0}% CI of the difference (Welch): [{:.6}, {:.6}]",
+                100.0 * r.ci_diff.level,
+                r.ci_diff.low,
+                r.ci_diff.high
+            );
+            println!(
+                "{:<26} {:>12} {:>10} {:>12}  ({alternative})",
+                "test", "statistic", "df", "p-value"
+            );
+            let row = |name: &str, s: f64, df: Option<f64>, p: f64| {
+                println!(
+                    "{name:<26} {s:>12.6} {:>10} {p:>12.4e}",
+                    df.map(|d| format!("{d:.3}")).unwrap_or_else(|| "-".into())
+                );
+            };
+            row("welch", r.welch.statistic, Some(r.welch.df), r.welch.pvalue);
+            row(
+                "student",
+                r.student.statistic,
+                Some(r.student.df),
+                r.student.pvalue,
+            );
+            row(
+                &format!("mann-whitney ({})", r.mann_whitney.method),
+                r.mann_whitney.statistic,
+                None,
+                r.mann_whitney.pvalue,
+            );
+            if let Some(t) = &r.paired_t {
+                row("paired t", t.statistic, Some(t.df), t.pvalue);
+            }
+            if let Some(w) = &r.wilcoxon {
+                row(
+                    &format!("wilcoxon ({})", w.method),
+                    w.statistic,
+                    None,
+                    w.pvalue,
+                );
+            }
+            let e = &r.effect;
+            println!(
+                "effect sizes: Cohen's d {:.4}, Hedges' g {:.4}, Cliff's delta {:.4}, A12 {:.4}, P(x better) {:.4}",
+                e.cohens_d, e.hedges_g, e.cliffs_delta, e.a12, e.prob_improvement
+            );
+            let main_p = r.paired_t.as_ref().map_or(r.welch.pvalue, |t| t.pvalue);
+            let test = if r.paired_t.is_some() {
+                "paired t"
+            } else {
+                "Welch"
+            };
+            let better = if *higher_is_better {
+                r.diff > 0.0
+            } else {
+                r.diff < 0.0
+            };
+            if main_p <= *alpha {
+                println!(
+                    "verdict: x is {} than y by {:.4} ({test} p = {main_p:.3e} ≤ α = {alpha}); x is {}",
+                    if r.diff < 0.0 { "lower" } else { "higher" },
+                    r.diff.abs(),
+                    if better { "better" } else { "worse" }
+                );
+            } else {
+                println!(
+                    "verdict: no detectable difference at α = {alpha} ({test} p = {main_p:.3e})"
+                );
+            }
+            Ok(())
+        }
+        StatsCmd::Adjust {
+            p,
+            method,
+            alpha,
+            json: j,
+        } => {
+            let p = parse_numbers("p", p)?;
+            let m: multitest::Method = method.parse()?;
+            check_level("alpha", *alpha)?;
+            let adj = multitest::adjust(&p, m)?;
+            let rej = multitest::reject(&adj, *alpha);
+            if *j {
+                let adjusted: Vec<serde_json::Value> =
+                    adj.iter().map(|&v| compare::jnum(v)).collect();
+                println!(
+                    "{}",
+                    json!({"method": method, "alpha": alpha, "adjusted": adjusted, "reject": rej})
+                );
+            } else {
+                println!("{:>4} {:>12} {:>12} {:>7}", "#", "p", "adjusted", "reject");
+                for (i, ((a, b), r)) in p.iter().zip(&adj).zip(&rej).enumerate() {
+                    println!(
+                        "{i:>4} {a:>12.4e} {b:>12.4e} {:>7}",
+                        if *r { "yes" } else { "no" }
+                    );
+                }
+                println!(
+                    "{} of {} rejected at α = {alpha} ({method})",
+                    rej.iter().filter(|r| **r).count(),
+                    rej.len()
+                );
+            }
+            Ok(())
+        }
+        StatsCmd::Describe { x, level, json: j } => {
+            let x = parse_numbers("x", x)?;
+            check_level("level", *level)?;
+            let d = stats::describe(&x, *level);
+            if *j {
+                println!("{}", compare::describe_json(&d));
+            } else {
+                println!(
+                    "n {}  mean {:.6}  sd {:.6}  {:.0}% CI [{:.6}, {:.6}]",
+                    d.n,
+                    d.mean,
+                    d.sd,
+                    100.0 * level,
+                    d.ci.low,
+                    d.ci.high
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
 fn cmd_data(c: &DataCmd) -> Result<()> {
     match c {
         DataCmd::Info {
@@ -496,6 +722,7 @@ fn main() {
         Cmd::Train(a) => cmd_train(a),
         Cmd::Bench(a) => cmd_bench(a),
         Cmd::Presets { gene, json } => cmd_presets(gene, *json),
+        Cmd::Stats(c) => cmd_stats(c),
     };
     if let Err(e) = r {
         // A closed pipe (`evoattn genes | head`) is not an error.
