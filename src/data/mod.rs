@@ -67,6 +67,23 @@ pub fn resolve_data_dir(flag: Option<&Path>) -> PathBuf {
     }
 }
 
+/// The data directory to use, fetching WikiText-2 into the default directory first when
+/// neither `--data` nor `EVOATTN_DATA` names one and the default is empty. An explicitly
+/// named directory is never downloaded into implicitly: a missing one is an error.
+pub fn data_dir_or_fetch(flag: Option<&Path>) -> Result<PathBuf> {
+    let explicit = flag.is_some() || std::env::var_os(DATA_ENV).is_some_and(|v| !v.is_empty());
+    let dir = resolve_data_dir(flag);
+    if !explicit && check_data_dir(&dir).is_err() {
+        eprintln!(
+            "WikiText-2 not found in {}; downloading it there once (`evoattn data fetch`)",
+            dir.display()
+        );
+        let mirrors: Vec<String> = fetch::MIRRORS.iter().map(|s| s.to_string()).collect();
+        fetch::fetch(&dir, &mirrors, true)?;
+    }
+    Ok(dir)
+}
+
 /// Checks that `dir` holds the three split files; the error says where it looked and how
 /// to get the data.
 pub fn check_data_dir(dir: &Path) -> Result<()> {
