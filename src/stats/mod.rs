@@ -145,6 +145,17 @@ pub fn describe(x: &[f64], level: f64) -> Describe {
     }
 }
 
+/// d = x − y for a paired test; an error when the samples differ in length.
+pub fn paired_differences(x: &[f64], y: &[f64]) -> anyhow::Result<Vec<f64>> {
+    anyhow::ensure!(
+        x.len() == y.len(),
+        "a paired test needs samples of equal length ({} vs {})",
+        x.len(),
+        y.len()
+    );
+    Ok(x.iter().zip(y).map(|(a, b)| a - b).collect())
+}
+
 /// Checks that a sample holds only finite numbers; the error names the sample.
 pub fn check_finite(name: &str, x: &[f64]) -> anyhow::Result<()> {
     if let Some(v) = x.iter().find(|v| !v.is_finite()) {

@@ -1,7 +1,7 @@
 //! Rank tests: Mann–Whitney U and the Wilcoxon signed-rank test, with scipy 1.17's
 //! `method='auto'` choices between exact, permutation and asymptotic p-values.
 
-use super::{norm_cdf, norm_sf, Alternative};
+use super::{norm_cdf, norm_sf, paired_differences, Alternative};
 use serde::Serialize;
 
 /// A rank statistic, its p-value and how the p-value was computed.
@@ -126,13 +126,7 @@ fn wilcoxon_pmf(n: usize) -> Vec<f64> {
 /// them when n ≤ 13, else asymptotic (no continuity correction). The two-sided statistic
 /// is min(W⁺, W⁻); one-sided it is W⁺.
 pub fn wilcoxon(x: &[f64], y: &[f64], alt: Alternative) -> anyhow::Result<RankTest> {
-    anyhow::ensure!(
-        x.len() == y.len(),
-        "a paired test needs samples of equal length ({} vs {})",
-        x.len(),
-        y.len()
-    );
-    let d: Vec<f64> = x.iter().zip(y).map(|(a, b)| a - b).collect();
+    let d = paired_differences(x, y)?;
     let n_total = d.len();
     if n_total == 0 {
         return Ok(RankTest {

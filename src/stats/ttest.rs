@@ -1,6 +1,6 @@
 //! t-tests: Welch, Student (pooled) and paired, as scipy's `ttest_ind` / `ttest_rel`.
 
-use super::{mean, pvalue, t_cdf, t_ppf, t_sf, var, Alternative, Interval};
+use super::{mean, paired_differences, pvalue, t_cdf, t_ppf, t_sf, var, Alternative, Interval};
 use serde::Serialize;
 
 /// A t statistic with its degrees of freedom and p-value.
@@ -43,13 +43,7 @@ pub fn student(x: &[f64], y: &[f64], alt: Alternative) -> TTest {
 
 /// Paired t-test on d = x − y (same length), df = n − 1.
 pub fn paired(x: &[f64], y: &[f64], alt: Alternative) -> anyhow::Result<TTest> {
-    anyhow::ensure!(
-        x.len() == y.len(),
-        "a paired test needs samples of equal length ({} vs {})",
-        x.len(),
-        y.len()
-    );
-    let d: Vec<f64> = x.iter().zip(y).map(|(a, b)| a - b).collect();
+    let d = paired_differences(x, y)?;
     let n = d.len() as f64;
     let t = mean(&d) / (var(&d) / n).sqrt();
     Ok(finish(t, n - 1.0, alt))
