@@ -124,6 +124,17 @@ enum StatsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Compare k groups: one-way ANOVA, Kruskal–Wallis and (with --blocked) Friedman.
+    Kgroups {
+        /// Groups separated by `;`, values by `,`, e.g. "1,2,3;4,5,6;7,8,9".
+        #[arg(long, allow_hyphen_values = true)]
+        groups: String,
+        /// Group j's i-th value is seed i: add the Friedman test over seed blocks.
+        #[arg(long)]
+        blocked: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// n, mean, sd and the t interval of the mean.
     Describe {
         #[arg(long, allow_hyphen_values = true)]
@@ -615,6 +626,58 @@ fn cmd_stats(c: &StatsCmd) -> Result<()> {
                     rej.iter().filter(|r| **r).count(),
                     rej.len()
                 );
+            }
+            Ok(())
+        }
+        StatsCmd::Kgroups {
+            groups,
+            blocked,
+            json: j,
+        } => {
+            use evoattn::stats::kgroups;
+            let gs: Vec<Vec<f64>> = groups
+                .split(';')
+                .enumerate()
+                .map(|(i, g)| parse_numbers(&format!("groups (group {})", i + 1), g))
+                .collect::<Result<_>>()?;
+            if gs.len() < 2 {
+                bail!("--groups needs at least 2 groups separated by `;`, e.g. \"1,2,3;4,5,6\"");
+            }
+            for (i, g) in gs.iter().enumerate() {
+                stats::check_finite(&format!("group {}", i + 1), g)?;
+            }
+            let a = kgroups::anova_oneway(&gs);
+            let k = kgroups::kruskal(&gs);
+            let f = if *blocked {
+                Some(kgroups::friedman(&gs)?)
+            } else {
+                None
+            };
+            let jn = compare::jnum;
+            if *j {
+                let mut v = json!({
+                    "anova": {"statistic": jn(a.statistic), "pvalue": jn(a.pvalue), "df_between": jn(a.df_between), "df_within": jn(a.df_within)},
+                    "kruskal": {"statistic": jn(k.statistic), "pvalue": jn(k.pvalue)},
+                });
+                if let Some(f) = f {
+                    v["friedman"] = json!({"statistic": jn(f.statistic), "pvalue": jn(f.pvalue)});
+                }
+                println!("{v}");
+            } else {
+                println!(
+                    "one-way ANOVA   F({}, {}) = {:.6}  p = {:.4e}",
+                    a.df_between, a.df_within, a.statistic, a.pvalue
+                );
+                println!(
+                    "Kruskal-Wallis  H = {:.6}  p = {:.4e}",
+                    k.statistic, k.pvalue
+                );
+                if let Some(f) = f {
+                    println!(
+                        "Friedman        chi2({}) = {:.6}  p = {:.4e}",
+                        f.df_between, f.statistic, f.pvalue
+                    );
+                }
             }
             Ok(())
         }

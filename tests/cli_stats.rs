@@ -128,3 +128,23 @@ fn bad_input_is_a_clear_error() {
     assert!(!ok && err.contains("two-sided, less or greater"), "{err}");
     assert!(!err.contains("panicked"));
 }
+
+#[test]
+fn kgroups_json() {
+    let v = json(&[
+        "stats",
+        "kgroups",
+        "--groups",
+        "1,2,3;4,5,6;7,8,9",
+        "--blocked",
+        "--json",
+    ]);
+    assert_eq!(v["anova"]["statistic"], 27.0);
+    assert_eq!(v["anova"]["df_between"], 2.0);
+    assert!((v["kruskal"]["statistic"].as_f64().unwrap() - 7.2).abs() < 1e-12);
+    assert_eq!(v["friedman"]["statistic"], 6.0);
+    let v = json(&["stats", "kgroups", "--groups", "1,2,3;4,5,6", "--json"]);
+    assert!(v.get("friedman").is_none());
+    let (ok, _, err) = run(&["stats", "kgroups", "--groups", "1,2,3"]);
+    assert!(!ok && err.contains("at least 2 groups"), "{err}");
+}

@@ -254,3 +254,71 @@ fn adjustments_match_statsmodels() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn k_sample_tests_match_scipy() {
+    use evoattn::stats::kgroups;
+    let g = golden();
+    let mut failures = Vec::new();
+    let mut friedman_cases = 0;
+    for c in g["kgroups"].as_array().unwrap() {
+        let groups: Vec<Vec<f64>> = c["groups"].as_array().unwrap().iter().map(vec).collect();
+        let tag = c["name"].as_str().unwrap().to_string();
+        let a = kgroups::anova_oneway(&groups);
+        check(
+            &format!("{tag} anova F"),
+            a.statistic,
+            num(&c["anova"]["statistic"]),
+            STAT_TOL,
+            &mut failures,
+        );
+        check(
+            &format!("{tag} anova p"),
+            a.pvalue,
+            num(&c["anova"]["pvalue"]),
+            P_TOL,
+            &mut failures,
+        );
+        let k = kgroups::kruskal(&groups);
+        check(
+            &format!("{tag} kruskal H"),
+            k.statistic,
+            num(&c["kruskal"]["statistic"]),
+            STAT_TOL,
+            &mut failures,
+        );
+        check(
+            &format!("{tag} kruskal p"),
+            k.pvalue,
+            num(&c["kruskal"]["pvalue"]),
+            P_TOL,
+            &mut failures,
+        );
+        if let Some(fr) = c.get("friedman") {
+            let f = kgroups::friedman(&groups).unwrap();
+            check(
+                &format!("{tag} friedman stat"),
+                f.statistic,
+                num(&fr["statistic"]),
+                STAT_TOL,
+                &mut failures,
+            );
+            check(
+                &format!("{tag} friedman p"),
+                f.pvalue,
+                num(&fr["pvalue"]),
+                P_TOL,
+                &mut failures,
+            );
+            friedman_cases += 1;
+        }
+    }
+    assert!(friedman_cases >= 3);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn all_tied_kruskal_is_nan_not_a_panic() {
+    let k = evoattn::stats::kgroups::kruskal(&[vec![1.0, 1.0], vec![1.0, 1.0], vec![1.0]]);
+    assert!(k.statistic.is_nan() && k.pvalue.is_nan());
+}

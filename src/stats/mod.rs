@@ -8,6 +8,7 @@
 
 pub mod compare;
 pub mod effect;
+pub mod kgroups;
 pub mod multitest;
 pub mod rank;
 pub mod ttest;
