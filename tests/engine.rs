@@ -312,8 +312,8 @@ fn weight_decay_spares_gains_biases_temperatures_and_alpha() {
     ] {
         assert!(seen.contains(leaf), "{leaf} never declared");
     }
-    // Behaviour: with zero gradient a decayed weight shrinks, a gain does not move.
-    // (Checked through the optimiser in a one-step run with lr so large that decay shows.)
+    // Temperatures start at θ₀ = ln c (the optimiser's decay behaviour is tested in
+    // train::tests::decay_moves_only_decayed_parameters).
     let corpus = synthetic_corpus();
     let mut c = tiny_cfg();
     c.steps = 1;

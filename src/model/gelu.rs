@@ -6,7 +6,7 @@
 //! y' = ½(1 + tanh u) + ½x(1 − tanh²u)·√(2/π)(1 + 3·0.044715x²),
 //! with tanh u = 1 − 2/(e^{2u} + 1) from the vectorisable [`fast_exp`].
 
-use super::kernels::fast_exp;
+use super::kernels::{contiguous_f32, fast_exp};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
 const C: f32 = 0.797_884_6; // √(2/π)
@@ -36,13 +36,6 @@ crate::multiversion! {
     }
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        None => candle_core::bail!("gelu needs a contiguous input"),
-    }
-}
-
 struct Gelu;
 
 impl CustomOp1 for Gelu {
@@ -50,7 +43,7 @@ impl CustomOp1 for Gelu {
         "fast-gelu"
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s, l)?;
+        let x = contiguous_f32(s, l)?;
         let mut y = vec![0f32; x.len()];
         gelu_fwd(x, &mut y);
         Ok((CpuStorage::F32(y), l.shape().clone()))
@@ -73,8 +66,8 @@ impl CustomOp2 for GeluGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = slice(s1, l1)?;
-        let g = slice(s2, l2)?;
+        let x = contiguous_f32(s1, l1)?;
+        let g = contiguous_f32(s2, l2)?;
         let mut out = vec![0f32; x.len()];
         gelu_bwd(x, g, &mut out);
         Ok((CpuStorage::F32(out), l1.shape().clone()))

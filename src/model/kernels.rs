@@ -26,6 +26,17 @@ pub fn fast_exp(x: f32) -> f32 {
     p * scale
 }
 
+/// The f32 data of a contiguous CPU tensor (custom ops use it to read their inputs).
+pub(crate) fn contiguous_f32<'a>(
+    s: &'a candle_core::CpuStorage,
+    l: &candle_core::Layout,
+) -> candle_core::Result<&'a [f32]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
+        None => candle_core::bail!("this fused op needs contiguous inputs"),
+    }
+}
+
 /// Independent accumulators per reduction, so that reductions vectorise.
 pub const LANES: usize = 8;
 

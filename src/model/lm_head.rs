@@ -8,7 +8,7 @@
 //! turns the buffer into `G = (softmax − onehot)·g` in place and calls the GEMM kernel
 //! directly for `∂h = G·E` and `∂E = Gᵀ·h`. Other devices and dtypes use the composite path.
 
-use super::kernels::{row_max, row_softmax_scaled, row_sum_exp};
+use super::kernels::{contiguous_f32, row_max, row_softmax_scaled, row_sum_exp};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -72,13 +72,6 @@ unsafe fn matmul(m: usize, n: usize, k: usize, dst: *mut f32, lhs: MatRef, rhs: 
     )
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        None => candle_core::bail!("fused output layer needs contiguous inputs"),
-    }
-}
-
 struct Saved {
     /// logits in the forward, G after the backward: `[R, N, V]`.
     logits: Vec<f32>,
@@ -123,8 +116,8 @@ impl CustomOp3 for LmHeadNll {
                 l3.shape()
             );
         }
-        let h = f32_slice(s1, l1)?;
-        let e = f32_slice(s2, l2)?;
+        let h = contiguous_f32(s1, l1)?;
+        let e = contiguous_f32(s2, l2)?;
         let t = match l3.contiguous_offsets() {
             Some((a, b)) => &s3.as_slice::<u32>()?[a..b],
             None => candle_core::bail!("lm head: targets must be contiguous"),
@@ -197,8 +190,8 @@ impl CustomOp3 for LmHeadNll {
         let (Storage::Cpu(hs), Storage::Cpu(es)) = (&*hs, &*es) else {
             candle_core::bail!("lm head backward on a non-CPU device");
         };
-        let hh = f32_slice(hs, hl)?;
-        let ee = f32_slice(es, el)?;
+        let hh = contiguous_f32(hs, hl)?;
+        let ee = contiguous_f32(es, el)?;
         let gm = &saved.logits;
         let mut gh = vec![0f32; r * n * d];
         let mut ge = vec![0f32; r * v * d];

@@ -152,12 +152,10 @@ fn ks(z: &Tensor) -> Result<Tensor> {
 fn at_support_size(vals: &Tensor, cond: &Tensor) -> Result<Tensor> {
     let k = ks(vals)?;
     let kstar = cond.sum_keepdim(D::Minus1)?;
-    let onehot = k.broadcast_eq(&kstar)?.to_dtype(vals.dtype())?;
-    // `vals` may hold huge garbage beyond the valid prefix; select instead of multiplying.
-    let zeros = vals.zeros_like()?;
+    let onehot = k.broadcast_eq(&kstar)?; // u8
+                                          // `vals` may hold huge garbage beyond the valid prefix; select instead of multiplying.
     onehot
-        .to_dtype(DType::U8)?
-        .where_cond(vals, &zeros)?
+        .where_cond(vals, &vals.zeros_like()?)?
         .sum_keepdim(D::Minus1)
 }
 

@@ -1,7 +1,7 @@
 //! Rank tests: Mann–Whitney U and the Wilcoxon signed-rank test, with scipy 1.17's
 //! `method='auto'` choices between exact, permutation and asymptotic p-values.
 
-use super::{norm_cdf, norm_sf, paired_differences, Alternative};
+use super::{norm_cdf, norm_sf, paired_differences, pvalue, Alternative};
 use serde::Serialize;
 
 /// A rank statistic, its p-value and how the p-value was computed.
@@ -230,12 +230,7 @@ pub fn wilcoxon(x: &[f64], y: &[f64], alt: Alternative) -> anyhow::Result<RankTe
             let mn = c * (c + 1.0) * 0.25;
             let tie_correct: f64 = ties.iter().map(|&t| (t * t * t - t) as f64).sum();
             let se = ((c * (c + 1.0) * (2.0 * c + 1.0) - tie_correct / 2.0) / 24.0).sqrt();
-            let z = (r_plus - mn) / se;
-            match alt {
-                Alternative::Less => norm_cdf(z),
-                Alternative::Greater => norm_sf(z),
-                Alternative::TwoSided => (2.0 * norm_sf(z.abs())).min(1.0),
-            }
+            pvalue((r_plus - mn) / se, alt, norm_cdf, norm_sf)
         }
     };
     let statistic = if alt == Alternative::TwoSided {

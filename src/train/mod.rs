@@ -478,4 +478,104 @@ mod tests {
             assert!(!m.track_op() && !v.track_op(), "optimizer state tracks ops");
         }
     }
+
+    /// With every gradient scaled to 0 (coef 0) and lr 1, an AdamW step is pure decoupled
+    /// decay: decayed parameters shrink by (1 − wd), the others do not move at all.
+    #[test]
+    fn decay_moves_only_decayed_parameters() {
+        let cfg = ModelConfig {
+            vocab_size: 20,
+            d_model: 8,
+            n_layers: 1,
+            n_heads: 2,
+            seq_len: 4,
+        };
+        let gene: Gene = "qk_rmsnorm+alpha_entmax+highway+learned_head"
+            .parse()
+            .unwrap();
+        let model = Transformer::new(gene, cfg, &[3], DType::F32, &Device::Cpu).unwrap();
+        let before: Vec<Vec<f32>> = model
+            .params
+            .iter()
+            .map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+            .collect();
+        let x = Tensor::from_vec((0..8u32).collect::<Vec<_>>(), (1, 2, 4), &Device::Cpu).unwrap();
+        let grads = model
+            .loss(&x, &x)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let mut opt = AdamW::new(&model).unwrap();
+        let tc = Preset::Smoke.config();
+        let zero = Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap();
+        let one = Tensor::ones(1, DType::F32, &Device::Cpu).unwrap();
+        opt.step(&model, &grads, &zero, &one, &tc, 1.0).unwrap();
+        let mut decayed = 0;
+        for ((spec, var), b) in model.params.iter().zip(&before) {
+            let after: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            let factor = if spec.decays() {
+                1.0 - tc.weight_decay as f32
+            } else {
+                1.0
+            };
+            for (a, b) in after.iter().zip(b) {
+                assert!(
+                    (a - b * factor).abs() <= 1e-6 * b.abs().max(1.0),
+                    "{}: {b} -> {a}",
+                    spec.name
+                );
+            }
+            decayed += spec.decays() as usize;
+        }
+        assert!(decayed > 0 && decayed < model.params.iter().count());
+    }
+
+    /// `forward` (logits) and the fused `nll_sum` describe the same model.
+    #[test]
+    fn forward_logits_agree_with_fused_nll() {
+        let cfg = ModelConfig {
+            vocab_size: 30,
+            d_model: 8,
+            n_layers: 2,
+            n_heads: 2,
+            seq_len: 6,
+        };
+        let model = Transformer::new(
+            Gene::PUBLISHED_WINNER,
+            cfg,
+            &[1, 2],
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let ids = Tensor::from_vec(
+            (0..24u32).map(|i| (i * 7) % 30).collect::<Vec<_>>(),
+            (2, 2, 6),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let tg = Tensor::from_vec(
+            (0..24u32).map(|i| (i * 11) % 30).collect::<Vec<_>>(),
+            (2, 2, 6),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let fused: Vec<f32> = model.nll_sum(&ids, &tg).unwrap().to_vec1().unwrap();
+        let logp =
+            candle_nn::ops::log_softmax(&model.forward(&ids).unwrap(), candle_core::D::Minus1)
+                .unwrap();
+        let picked = logp.gather(&tg.reshape((2, 12, 1)).unwrap(), 2).unwrap();
+        let composite: Vec<f32> = picked
+            .sum((1, 2))
+            .unwrap()
+            .neg()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (a, b) in fused.iter().zip(&composite) {
+            assert!((a - b).abs() < 1e-4 * b.abs(), "{a} vs {b}");
+        }
+    }
 }
