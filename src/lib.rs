@@ -2,13 +2,16 @@
 //! evaluation, equally tuned baselines and hypothesis tests.
 //!
 //! Data flows one way: gene space ([`gene`]) → data ([`data`]) → model ([`model`]) →
-//! training and evaluation ([`train`]).
+//! training and evaluation ([`train`]) → studies: plan, execute, store ([`study`], with the
+//! searches of [`search`]) → statistics ([`stats`]).
 
 pub mod cpu;
 pub mod data;
 pub mod gene;
 pub mod model;
+pub mod search;
 pub mod stats;
+pub mod study;
 pub mod train;
 
 /// Version of the training semantics; bumped whenever a change alters results.

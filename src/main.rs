@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use evoattn::data::{self, Corpus};
 use evoattn::gene::Gene;
 use evoattn::model::Transformer;
+use evoattn::study::{self, plan::Planner, spec::Study, store::Store};
 use evoattn::train::{self, Preset, Progress, RunOptions, TrainConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -51,6 +52,10 @@ enum Cmd {
     /// Statistical tests on numbers given on the command line.
     #[command(subcommand)]
     Stats(StatsCmd),
+    /// Run a study file: plan, train what is missing, store, summarise. Resumable.
+    Run(RunArgs),
+    /// Show a study's units: done, claimed by a running process, pending.
+    Status(StatusArgs),
     /// Show each preset's settings and a gene's parameter counts under it.
     Presets {
         #[arg(long, default_value = "dot+softmax+none+fixed")]
@@ -178,6 +183,44 @@ struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Study file (TOML), e.g. studies/quickstart.toml.
+    study: PathBuf,
+    /// Store root; the study writes under STORE/<name>/.
+    #[arg(long, default_value = "runs")]
+    store: PathBuf,
+    /// Concurrent runs in this process (default: one per core on CPU, 1 on CUDA).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Run only share i of n (0-based), e.g. --shard 0/2; shards split a study over processes.
+    #[arg(long)]
+    shard: Option<String>,
+    /// Data directory (default: EVOATTN_DATA, else the default data directory, fetched if empty).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Log lines instead of progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// Study file (TOML).
+    study: PathBuf,
+    /// Store root.
+    #[arg(long, default_value = "runs")]
+    store: PathBuf,
+    /// Data directory (default: EVOATTN_DATA, else the default data directory).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -766,6 +809,172 @@ fn cmd_data(c: &DataCmd) -> Result<()> {
     }
 }
 
+fn parse_shard(s: Option<&str>) -> Result<(usize, usize)> {
+    let Some(s) = s else { return Ok((0, 1)) };
+    let (i, n) = s
+        .split_once('/')
+        .context("--shard must look like i/n, e.g. 0/2")?;
+    let (i, n): (usize, usize) = (
+        i.trim().parse().context("--shard i/n: i is not a number")?,
+        n.trim().parse().context("--shard i/n: n is not a number")?,
+    );
+    if n == 0 || i >= n {
+        bail!("--shard {s}: need 0 <= i < n, e.g. 0/2 and 1/2");
+    }
+    Ok((i, n))
+}
+
+/// Study-file errors are one line; exit before anything is written.
+fn load_study(path: &std::path::Path) -> Result<Study> {
+    Study::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn load_corpus_for(study: &Study, flag: Option<&std::path::Path>) -> Result<Corpus> {
+    let dir = data::data_dir_or_fetch(flag)?;
+    Corpus::load(&dir, study.config.vocab_cap)
+}
+
+fn cmd_run(a: &RunArgs, threads_per_job: usize, jobs: usize) -> Result<()> {
+    let study = load_study(&a.study)?;
+    let shard = parse_shard(a.shard.as_deref())?;
+    let device = parse_device(&a.device)?;
+    let external = study::resolve_external(&study, &a.store)?;
+    let corpus = load_corpus_for(&study, a.data.as_deref())?;
+    let planner = Planner {
+        config: study.config.clone(),
+        data_fingerprint: corpus.fingerprint(),
+        max_replicas: study.max_replicas,
+    };
+    let store = Store::open(&a.store, &study.name)?;
+    let meta = json!({
+        "study": study.name, "kind": study.kind.as_str(), "study_file": a.study.display().to_string(),
+        "study_sha256": study.file_sha256, "data_fingerprint": planner.data_fingerprint,
+        "evoattn_version": env!("CARGO_PKG_VERSION"), "engine_version": evoattn::ENGINE_VERSION,
+        "git_commit": study::exec::GIT_COMMIT,
+    });
+    let text = std::fs::read(&a.study)?;
+    study::store::write_atomic(&store.dir.join("study.toml"), |f| {
+        std::io::Write::write_all(f, &text).map_err(Into::into)
+    })?;
+    study::store::write_atomic(&store.dir.join("meta.json"), |f| {
+        serde_json::to_writer_pretty(&mut *f, &meta).map_err(Into::into)
+    })?;
+    let dev_name = match &device {
+        Device::Cpu => "cpu".to_string(),
+        d => device_name(d),
+    };
+    eprintln!(
+        "study {} ({}, preset {}): store {}, {jobs} job(s) × {threads_per_job} thread(s) on {dev_name}{}",
+        study.name,
+        study.kind.as_str(),
+        study.preset,
+        store.dir.display(),
+        if shard.1 > 1 { format!(", shard {}/{}", shard.0, shard.1) } else { String::new() }
+    );
+    let start = Instant::now();
+    let mut exec = study::exec::Executor {
+        store,
+        study: study.name.clone(),
+        preset: study.preset.to_string(),
+        planner,
+        corpus: &corpus,
+        opts: study::exec::ExecOptions {
+            jobs,
+            threads_per_job,
+            device,
+            device_name: dev_name,
+            shard,
+            quiet: a.quiet,
+        },
+        trained: 0,
+        reused: 0,
+        earlier: Default::default(),
+    };
+    let driven = study::drive(&study, external, &mut exec)?;
+    let order = driven.unit_ids(&exec.planner);
+    let n = exec.store.consolidate(&order)?;
+    if let Some(ev) = &driven.evolve {
+        exec.store.write_generations(&ev.rows)?;
+    }
+    println!("{}", study::summary_table(&driven, &exec.store, &exec.planner));
+    eprintln!(
+        "{} unit(s) trained now, {} reused from the store; {n} row(s) in {} ({:.0} s)",
+        exec.trained,
+        exec.reused,
+        exec.store.dir.join("runs.parquet").display(),
+        start.elapsed().as_secs_f64()
+    );
+    if !driven.complete {
+        eprintln!(
+            "the study is not complete: other shards still have units to run; rerun `evoattn run {}` (any shard) after they finish to complete it",
+            a.study.display()
+        );
+    }
+    Ok(())
+}
+
+fn cmd_status(a: &StatusArgs) -> Result<()> {
+    let study = load_study(&a.study)?;
+    let store = Store::open_existing(&a.store, &study.name).map_err(|_| {
+        anyhow::anyhow!(
+            "study `{}` has not run yet: no store at {} (start it with `evoattn run {}`)",
+            study.name,
+            a.store.join(&study.name).display(),
+            a.study.display()
+        )
+    })?;
+    let external = study::resolve_external(&study, &a.store)?;
+    let dir = data::resolve_data_dir(a.data.as_deref());
+    let fingerprint = match Corpus::load(&dir, study.config.vocab_cap) {
+        Ok(c) => c.fingerprint(),
+        Err(_) => {
+            let meta: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(store.dir.join("meta.json"))
+                    .context("no data and no meta.json in the store: pass --data")?,
+            )?;
+            meta["data_fingerprint"].as_str().unwrap_or_default().to_string()
+        }
+    };
+    let mut runner = study::StatusRunner {
+        store,
+        planner: Planner {
+            config: study.config.clone(),
+            data_fingerprint: fingerprint,
+            max_replicas: study.max_replicas,
+        },
+        counts: vec![],
+        earlier: Default::default(),
+    };
+    let driven = study::drive(&study, external, &mut runner)?;
+    let generations = driven
+        .evolve
+        .as_ref()
+        .map(|e| e.rows.iter().map(|r| r.generation).max().map_or(0, |g| g + 1));
+    if a.json {
+        println!(
+            "{}",
+            json!({"study": study.name, "complete": driven.complete, "stages": runner.counts,
+                   "generations_done": generations})
+        );
+        return Ok(());
+    }
+    println!("study {} ({})", study.name, study.kind.as_str());
+    for c in &runner.counts {
+        println!(
+            "  {:<10} done {:>4}  claimed {:>4}  pending {:>4}",
+            c.stage, c.done, c.claimed, c.pending
+        );
+    }
+    if let (Some(g), Some(spec)) = (generations, &study.evolve) {
+        println!("  generations finished: {g}/{}", spec.generations);
+    }
+    if study.replicate.is_some() && !runner.counts.iter().any(|c| c.stage == "replicate") {
+        println!("  replicate  waits for the search to finish");
+    }
+    println!("  {}", if driven.complete { "complete" } else { "not complete" });
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     let threads = match (
@@ -778,6 +987,15 @@ fn main() {
         (None, Some(t)) => t,
         (None, None) => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    // A study runs `jobs` runs at once with threads/jobs threads each.
+    let (jobs, threads) = match &cli.cmd {
+        Cmd::Run(a) => {
+            let cuda = a.device != "cpu";
+            let jobs = a.jobs.unwrap_or(if cuda { 1 } else { threads.max(1) }).max(1);
+            (jobs, (threads / jobs).max(1))
+        }
+        _ => (1, threads),
+    };
     evoattn::cpu::init_threads(threads.max(1));
     let r = match &cli.cmd {
         Cmd::Genes { count, json } => cmd_genes(*count, *json),
@@ -786,6 +1004,8 @@ fn main() {
         Cmd::Bench(a) => cmd_bench(a),
         Cmd::Presets { gene, json } => cmd_presets(gene, *json),
         Cmd::Stats(c) => cmd_stats(c),
+        Cmd::Run(a) => cmd_run(a, threads, jobs),
+        Cmd::Status(a) => cmd_status(a),
     };
     if let Err(e) = r {
         // A closed pipe (`evoattn genes | head`) is not an error.

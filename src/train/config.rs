@@ -107,6 +107,19 @@ impl TrainConfig {
             anyhow!("override `{assignment}` must look like key=value, e.g. steps=800")
         })?;
         let (key, value) = (key.trim(), value.trim());
+        let parsed: serde_json::Value =
+            if value.eq_ignore_ascii_case("none") || value.eq_ignore_ascii_case("null") {
+                serde_json::Value::Null
+            } else {
+                serde_json::from_str(value)
+                    .unwrap_or_else(|_| serde_json::Value::String(value.to_string()))
+            };
+        self.set_value(key, parsed)
+    }
+
+    /// Sets one field from an already parsed value (study files' `[overrides]`).
+    pub fn set_value(&mut self, key: &str, parsed: serde_json::Value) -> Result<()> {
+        let value = parsed.to_string();
         let mut obj = serde_json::to_value(&*self)?;
         let map = obj.as_object_mut().expect("struct serialises to an object");
         if !map.contains_key(key) {
@@ -120,13 +133,6 @@ impl TrainConfig {
                     .join(", ")
             );
         }
-        let parsed: serde_json::Value =
-            if value.eq_ignore_ascii_case("none") || value.eq_ignore_ascii_case("null") {
-                serde_json::Value::Null
-            } else {
-                serde_json::from_str(value)
-                    .unwrap_or_else(|_| serde_json::Value::String(value.to_string()))
-            };
         map.insert(key.to_string(), parsed);
         *self = serde_json::from_value(obj)
             .with_context(|| format!("bad value `{value}` for `{key}`"))?;

@@ -1,0 +1,161 @@
+//! Plans: a study expands to units (gene × configuration × seed), identified by a content
+//! hash, and units of one gene and configuration are packed into replica-batched runs.
+
+use crate::gene::Gene;
+use crate::train::TrainConfig;
+use crate::ENGINE_VERSION;
+use sha2::{Digest, Sha256};
+
+/// One training run of one gene with one seed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Unit {
+    /// Content hash of everything that affects the result (16 hex digits).
+    pub id: String,
+    /// Gene.
+    pub gene: Gene,
+    /// Seed (initialisation and batch order).
+    pub seed: u64,
+}
+
+/// Content hash of a unit: engine version, gene, training configuration, data
+/// fingerprint and seed. Anything else (device, threads, replicas, study) does not enter.
+pub fn unit_id(gene: Gene, cfg: &TrainConfig, data_fingerprint: &str, seed: u64) -> String {
+    let key = serde_json::json!({
+        "engine_version": ENGINE_VERSION,
+        "gene": gene.to_string(),
+        "config": cfg,
+        "data": data_fingerprint,
+        "seed": seed,
+    });
+    let digest = Sha256::digest(key.to_string().as_bytes());
+    hex::encode(&digest[..8])
+}
+
+/// Units of one gene trained together as the replicas of one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pack {
+    /// Hash of its unit ids (16 hex digits); names its files in the store.
+    pub id: String,
+    /// Gene.
+    pub gene: Gene,
+    /// Its units, seeds ascending.
+    pub units: Vec<Unit>,
+}
+
+impl Pack {
+    /// The seeds, in replica order.
+    pub fn seeds(&self) -> Vec<u64> {
+        self.units.iter().map(|u| u.seed).collect()
+    }
+}
+
+/// Planner for one configuration and data set.
+#[derive(Debug, Clone)]
+pub struct Planner {
+    /// Training configuration of every unit.
+    pub config: TrainConfig,
+    /// Data fingerprint ([`crate::data::Corpus::fingerprint`]).
+    pub data_fingerprint: String,
+    /// Most units per pack.
+    pub max_replicas: usize,
+}
+
+impl Planner {
+    /// The unit of (`gene`, `seed`).
+    pub fn unit(&self, gene: Gene, seed: u64) -> Unit {
+        Unit {
+            id: unit_id(gene, &self.config, &self.data_fingerprint, seed),
+            gene,
+            seed,
+        }
+    }
+
+    /// Packs the (gene, seed) requests that `skip` does not exclude: grouped by gene in
+    /// order of first appearance, seeds ascending and deduplicated, chunks of at most
+    /// `max_replicas`. Deterministic in its input, so every process and shard that sees the
+    /// same requests and the same finished units forms the same packs.
+    pub fn pack(&self, requests: &[(Gene, u64)], skip: impl Fn(&Unit) -> bool) -> Vec<Pack> {
+        let mut order: Vec<Gene> = Vec::new();
+        let mut seeds: std::collections::HashMap<Gene, Vec<u64>> = Default::default();
+        for &(g, s) in requests {
+            let e = seeds.entry(g).or_insert_with(|| {
+                order.push(g);
+                Vec::new()
+            });
+            e.push(s);
+        }
+        let mut packs = Vec::new();
+        for g in order {
+            let mut ss = seeds.remove(&g).unwrap_or_default();
+            ss.sort_unstable();
+            ss.dedup();
+            let units: Vec<Unit> = ss
+                .into_iter()
+                .map(|s| self.unit(g, s))
+                .filter(|u| !skip(u))
+                .collect();
+            for chunk in units.chunks(self.max_replicas.max(1)) {
+                let mut h = Sha256::new();
+                for u in chunk {
+                    h.update(u.id.as_bytes());
+                }
+                packs.push(Pack {
+                    id: hex::encode(&h.finalize()[..8]),
+                    gene: g,
+                    units: chunk.to_vec(),
+                });
+            }
+        }
+        packs
+    }
+}
+
+/// Whether pack number `index` belongs to shard `i` of `n`.
+pub fn in_shard(index: usize, shard: (usize, usize)) -> bool {
+    index % shard.1 == shard.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::Preset;
+
+    fn planner() -> Planner {
+        Planner {
+            config: Preset::Smoke.config(),
+            data_fingerprint: "abc".into(),
+            max_replicas: 2,
+        }
+    }
+
+    #[test]
+    fn unit_ids_change_with_everything_that_matters() {
+        let p = planner();
+        let g = Gene::BASELINE;
+        let base = p.unit(g, 1).id;
+        assert_eq!(base, p.unit(g, 1).id);
+        assert_eq!(base.len(), 16);
+        assert_ne!(base, p.unit(g, 2).id);
+        assert_ne!(base, p.unit(Gene::PUBLISHED_WINNER, 1).id);
+        let mut cfg = p.config.clone();
+        cfg.lr *= 2.0;
+        assert_ne!(base, unit_id(g, &cfg, "abc", 1));
+        assert_ne!(base, unit_id(g, &p.config, "abd", 1));
+    }
+
+    #[test]
+    fn packs_group_sort_dedup_and_chunk() {
+        let p = planner();
+        let (a, b) = (Gene::BASELINE, Gene::PUBLISHED_WINNER);
+        let packs = p.pack(&[(b, 3), (a, 2), (b, 1), (b, 2), (b, 1), (a, 1)], |_| false);
+        let shape: Vec<(Gene, Vec<u64>)> = packs.iter().map(|k| (k.gene, k.seeds())).collect();
+        assert_eq!(
+            shape,
+            vec![(b, vec![1, 2]), (b, vec![3]), (a, vec![1, 2])]
+        );
+        let done = p.unit(b, 1).id;
+        let packs = p.pack(&[(b, 1), (b, 2), (b, 3)], |u| u.id == done);
+        assert_eq!(packs[0].seeds(), vec![2, 3]);
+        assert_ne!(packs[0].id, p.pack(&[(b, 2)], |_| false)[0].id);
+    }
+}

@@ -1,0 +1,344 @@
+//! Studies end to end with the real binary on real WikiText-2 (smoke preset): resume after
+//! SIGKILL, two processes on one store, shards, GA determinism across --jobs, bad files.
+//! Needs the data (EVOATTN_DATA or the default data directory); under CI its absence fails.
+
+use evoattn::study::store::{read_parquet, runs_from_frame, RunRow};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_evoattn")
+}
+
+fn data_available() -> bool {
+    let dir = evoattn::data::resolve_data_dir(None);
+    let ok = evoattn::data::check_data_dir(&dir).is_ok();
+    if !ok && std::env::var_os("CI").is_some() {
+        panic!("WikiText-2 missing at {} under CI", dir.display());
+    }
+    ok
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "evoattn-study-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write_study(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn run(study: &Path, store: &Path, extra: &[&str]) -> Output {
+    let out = Command::new(bin())
+        .arg("run")
+        .arg(study)
+        .arg("--store")
+        .arg(store)
+        .arg("--quiet")
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn rows(store: &Path, name: &str) -> Vec<RunRow> {
+    runs_from_frame(&read_parquet(&store.join(name).join("runs.parquet")).unwrap()).unwrap()
+}
+
+fn trained_now(out: &Output) -> usize {
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("unit(s) trained now"))
+        .unwrap_or_else(|| panic!("no summary line in: {err}"));
+    line.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Everything of a row that training decides (not timings, threads or timestamps).
+fn result_key(r: &RunRow) -> (String, String, u64, Option<u64>, u64, u64, u64, u64) {
+    (
+        r.unit_id.clone(),
+        r.gene.to_string(),
+        r.seed,
+        r.diverged_at,
+        r.train_loss.to_bits(),
+        r.val_ppl.unwrap_or(f64::NAN).to_bits(),
+        r.test_ppl.unwrap_or(f64::NAN).to_bits(),
+        r.params_total,
+    )
+}
+
+const REPLICATE: &str = r#"
+name = "rep"
+kind = "replicate"
+preset = "smoke"
+seeds = [1, 2, 3]
+max_replicas = 2
+[overrides]
+steps = 40
+[replicate]
+genes = ["dot+sparsemax+output_gate+learned", "cosine+softmax+none+learned"]
+"#;
+
+#[test]
+fn sigkill_then_resume_finishes_every_unit_once_and_retrains_nothing() {
+    if !data_available() {
+        return;
+    }
+    let dir = tmp("kill");
+    let study = write_study(&dir, "rep", &REPLICATE.replace("steps = 40", "steps = 120"));
+    let store = dir.join("runs");
+    let mut child = Command::new(bin())
+        .arg("run")
+        .arg(&study)
+        .arg("--store")
+        .arg(&store)
+        .args(["--quiet", "--jobs", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once at least one pack is finished but before all 6 (3 genes × 2 packs) are.
+    let packs = store.join("rep/packs");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let finished = |p: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(p)
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.to_string_lossy().ends_with(".runs.parquet"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    while finished(&packs).is_empty() {
+        assert!(Instant::now() < deadline, "no pack finished in time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = finished(&packs);
+    assert!(before.len() < 6, "the run finished before it could be killed");
+    let before_rows: Vec<RunRow> = before
+        .iter()
+        .flat_map(|p| runs_from_frame(&read_parquet(p).unwrap()).unwrap())
+        .collect();
+    let out = run(&study, &store, &["--jobs", "1"]);
+    let all = rows(&store, "rep");
+    assert_eq!(all.len(), 9, "3 genes × 3 seeds");
+    let mut ids: Vec<&str> = all.iter().map(|r| r.unit_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 9, "a unit appears twice");
+    assert_eq!(trained_now(&out), 9 - before_rows.len(), "finished units were retrained");
+    for b in &before_rows {
+        let a = all.iter().find(|r| r.unit_id == b.unit_id).unwrap();
+        assert_eq!(a, b, "a finished unit's row changed");
+    }
+    // A third run trains nothing.
+    assert_eq!(trained_now(&run(&study, &store, &[])), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn two_processes_share_a_study_without_duplicates() {
+    if !data_available() {
+        return;
+    }
+    let dir = tmp("two");
+    let study = write_study(&dir, "rep", &REPLICATE.replace("max_replicas = 2", "max_replicas = 1"));
+    let store = dir.join("runs");
+    let spawn = || {
+        Command::new(bin())
+            .arg("run")
+            .arg(&study)
+            .arg("--store")
+            .arg(&store)
+            .args(["--quiet", "--jobs", "1", "--threads", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success() && b.status.success());
+    let (ta, tb) = (trained_now(&a), trained_now(&b));
+    assert_eq!(ta + tb, 9, "units trained twice or not at all ({ta} + {tb})");
+    assert!(ta > 0 && tb > 0, "one process did all the work ({ta}, {tb})");
+    let all = rows(&store, "rep");
+    let mut ids: Vec<&str> = all.iter().map(|r| r.unit_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((all.len(), ids.len()), (9, 9));
+    assert!(
+        std::fs::read_dir(store.join("rep/claims")).unwrap().next().is_none(),
+        "claims left behind"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn two_shards_give_the_rows_of_one_unsharded_run() {
+    if !data_available() {
+        return;
+    }
+    let dir = tmp("shard");
+    let study = write_study(&dir, "rep", REPLICATE);
+    let (sharded, whole) = (dir.join("a"), dir.join("b"));
+    let s0 = run(&study, &sharded, &["--shard", "0/2", "--jobs", "1"]);
+    assert!(String::from_utf8_lossy(&s0.stderr).contains("not complete"));
+    let s1 = run(&study, &sharded, &["--shard", "1/2", "--jobs", "2"]);
+    assert_eq!(trained_now(&s0) + trained_now(&s1), 9);
+    run(&study, &whole, &["--jobs", "1"]);
+    let (a, b) = (rows(&sharded, "rep"), rows(&whole, "rep"));
+    assert_eq!(a.len(), 9);
+    let ka: Vec<_> = a.iter().map(result_key).collect();
+    let kb: Vec<_> = b.iter().map(result_key).collect();
+    assert_eq!(ka, kb);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn evolve_is_deterministic_across_jobs() {
+    if !data_available() {
+        return;
+    }
+    let dir = tmp("ga");
+    let study = write_study(
+        &dir,
+        "ga",
+        r#"
+name = "ga"
+kind = "evolve"
+preset = "smoke"
+seeds = [1]
+[overrides]
+steps = 20
+[evolve]
+population = 4
+elites = 2
+generations = 3
+seed = 7
+reevaluate_elites = true
+include_baseline = true
+"#,
+    );
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    run(&study, &a, &["--jobs", "1"]);
+    run(&study, &b, &["--jobs", "2"]);
+    let ga = read_parquet(&a.join("ga/generations.parquet")).unwrap();
+    let gb = read_parquet(&b.join("ga/generations.parquet")).unwrap();
+    assert_eq!(ga.height(), 12);
+    assert!(ga.equals_missing(&gb), "{ga}\n{gb}");
+    // The bytes of the file are identical too (it holds no timestamps).
+    assert_eq!(
+        std::fs::read(a.join("ga/generations.parquet")).unwrap(),
+        std::fs::read(b.join("ga/generations.parquet")).unwrap()
+    );
+    // The store is the cache: a rerun trains nothing.
+    assert_eq!(trained_now(&run(&study, &a, &[])), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_study_files_get_one_line_errors_and_write_nothing() {
+    let dir = tmp("bad");
+    let cases = [
+        ("unknown", "name = \"x\"\nkind = \"evolve\"\npopulaton = 3\n", ":3:1:", "unknown field"),
+        ("type", "name = \"x\"\nkind = \"evolve\"\nseeds = [1, \"two\"]\n", ":3:", "invalid type"),
+        (
+            "gene",
+            "name = \"x\"\nkind = \"replicate\"\n[replicate]\ngenes = [\"dot+softmax+none+hot\"]\n",
+            ":4:",
+            "hot",
+        ),
+        ("seeds", "name = \"x\"\nkind = \"replicate\"\nseeds = []\n[replicate]\ngenes = []\n", ":3:", "empty"),
+        (
+            "from",
+            "name = \"x\"\nkind = \"replicate\"\n[replicate]\nfrom = { study = \"nosuch\", top = 2 }\n",
+            ":4:",
+            "nosuch",
+        ),
+    ];
+    for (name, text, at, needle) in cases {
+        let study = write_study(&dir, name, text);
+        let store = dir.join(format!("store-{name}"));
+        let out = Command::new(bin())
+            .args(["run"])
+            .arg(&study)
+            .arg("--store")
+            .arg(&store)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: accepted");
+        assert_eq!(err.trim().lines().count(), 1, "{name}: not one line: {err}");
+        assert!(err.contains(&format!("{name}.toml{at}")), "{name}: {err}");
+        assert!(err.contains(needle), "{name}: {err}");
+        assert!(!store.exists(), "{name}: wrote a store");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unwritable_store_is_a_clear_error() {
+    let dir = tmp("ro");
+    let study = write_study(&dir, "rep", REPLICATE);
+    let file = dir.join("afile");
+    std::fs::write(&file, b"x").unwrap();
+    let out = Command::new(bin())
+        .arg("run")
+        .arg(&study)
+        .arg("--store")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("cannot create the folder") && err.contains("--store"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn status_counts_done_and_pending_units() {
+    if !data_available() {
+        return;
+    }
+    let dir = tmp("status");
+    let study = write_study(&dir, "rep", REPLICATE);
+    let store = dir.join("runs");
+    run(&study, &store, &["--shard", "0/2"]);
+    let out = Command::new(bin())
+        .arg("status")
+        .arg(&study)
+        .arg("--store")
+        .arg(&store)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let st = &v["stages"][0];
+    assert_eq!(st["stage"], "replicate");
+    let (done, pending) = (st["done"].as_u64().unwrap(), st["pending"].as_u64().unwrap());
+    assert_eq!(done + pending, 9);
+    assert!(done > 0 && pending > 0, "{v}");
+    assert_eq!(v["complete"], false);
+    let _ = std::fs::remove_dir_all(&dir);
+}
