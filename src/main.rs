@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use evoattn::data::{self, Corpus};
 use evoattn::gene::Gene;
 use evoattn::model::Transformer;
+use evoattn::stats::{self, compare, multitest, Alternative};
 use evoattn::study::{self, plan::Planner, spec::Study, store::Store};
 use evoattn::train::{self, Preset, Progress, RunOptions, TrainConfig};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -108,9 +109,12 @@ enum StatsCmd {
         alternative: String,
         #[arg(long, default_value_t = 0.05)]
         alpha: f64,
-        /// Seed for resampling methods (none of the implemented statistics resample yet).
+        /// Seed of the bootstrap interval and of ASO's bootstrap.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Bootstrap resamples of the BCa interval of the difference.
+        #[arg(long, default_value_t = 10_000)]
+        resamples: usize,
         /// Larger values are better (default: lower is better, as for perplexity).
         #[arg(long)]
         higher_is_better: bool,
@@ -137,6 +141,37 @@ enum StatsCmd {
         /// Group j's i-th value is seed i: add the Friedman test over seed blocks.
         #[arg(long)]
         blocked: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Two-way ANOVA with interaction (type II) over a runs table (Parquet or CSV).
+    Anova {
+        /// runs.parquet or a .csv file with a header.
+        #[arg(long)]
+        file: PathBuf,
+        /// Response column (rows where it is null are dropped, e.g. diverged runs).
+        #[arg(long, default_value = "val_ppl")]
+        response: String,
+        /// Two factor columns, comma-separated, e.g. normalization,gating.
+        #[arg(long)]
+        factors: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Power of the two-sample t-test, or the n per group for a target power, or (without
+    /// --effect) the minimum detectable effect at n and power.
+    Power {
+        /// Standardized effect (Cohen's d).
+        #[arg(long, allow_hyphen_values = true)]
+        effect: Option<f64>,
+        /// Observations per group.
+        #[arg(long)]
+        n: Option<f64>,
+        /// Target power.
+        #[arg(long)]
+        power: Option<f64>,
+        #[arg(long, default_value_t = 0.05)]
+        alpha: f64,
         #[arg(long)]
         json: bool,
     },
@@ -544,7 +579,6 @@ fn check_level(name: &str, v: f64) -> Result<()> {
 }
 
 fn cmd_stats(c: &StatsCmd) -> Result<()> {
-    use evoattn::stats::{self, compare, multitest, Alternative};
     match c {
         StatsCmd::Compare {
             x,
@@ -552,14 +586,29 @@ fn cmd_stats(c: &StatsCmd) -> Result<()> {
             paired,
             alternative,
             alpha,
-            seed: _,
+            seed,
+            resamples,
             higher_is_better,
             json: j,
         } => {
             let (x, y) = (parse_numbers("x", x)?, parse_numbers("y", y)?);
             let alt: Alternative = alternative.parse()?;
             check_level("alpha", *alpha)?;
-            let r = compare::compare(&x, &y, *paired, alt, 1.0 - alpha, *higher_is_better)?;
+            if *resamples == 0 {
+                bail!("--resamples must be at least 1 (default 10000)");
+            }
+            let r = compare::compare(
+                &x,
+                &y,
+                *paired,
+                alt,
+                1.0 - alpha,
+                *higher_is_better,
+                compare::Resampling {
+                    resamples: *resamples,
+                    seed: *seed,
+                },
+            )?;
             if *j {
                 println!("{}", r.to_json());
                 return Ok(());
@@ -573,6 +622,25 @@ fn cmd_stats(c: &StatsCmd) -> Result<()> {
                 100.0 * r.ci_diff.level,
                 r.ci_diff.low,
                 r.ci_diff.high
+            );
+            println!(
+                "{:.0}% CI of the difference (BCa bootstrap, {} resamples, seed {seed}): [{:.6}, {:.6}]",
+                100.0 * r.bootstrap_ci_diff.level,
+                r.bootstrap_ci_diff.resamples,
+                r.bootstrap_ci_diff.low,
+                r.bootstrap_ci_diff.high
+            );
+            println!(
+                "ASO (x better than y): violation ratio {:.4}, epsilon_min {:.4} ({})",
+                r.aso.violation_ratio,
+                r.aso.epsilon_min,
+                if r.aso.epsilon_min < 0.2 {
+                    "x almost stochastically dominates y (< 0.2)"
+                } else if r.aso.epsilon_min < 0.5 {
+                    "x better under the lenient 0.5 threshold only"
+                } else {
+                    "no almost-stochastic dominance of x"
+                }
             );
             println!(
                 "{:<26} {:>12} {:>10} {:>12}  ({alternative})",
@@ -692,7 +760,7 @@ fn cmd_stats(c: &StatsCmd) -> Result<()> {
             let a = kgroups::anova_oneway(&gs);
             let k = kgroups::kruskal(&gs);
             let f = if *blocked {
-                Some(kgroups::friedman(&gs)?)
+                Some((kgroups::friedman(&gs)?, kgroups::conover_friedman(&gs)?))
             } else {
                 None
             };
@@ -702,8 +770,13 @@ fn cmd_stats(c: &StatsCmd) -> Result<()> {
                     "anova": {"statistic": jn(a.statistic), "pvalue": jn(a.pvalue), "df_between": jn(a.df_between), "df_within": jn(a.df_within)},
                     "kruskal": {"statistic": jn(k.statistic), "pvalue": jn(k.pvalue)},
                 });
-                if let Some(f) = f {
-                    v["friedman"] = json!({"statistic": jn(f.statistic), "pvalue": jn(f.pvalue)});
+                if let Some((f, post)) = &f {
+                    let ph: Vec<serde_json::Value> = post
+                        .iter()
+                        .map(|p| json!({"a": p.a, "b": p.b, "pvalue": jn(p.pvalue), "pvalue_unadjusted": jn(p.pvalue_unadjusted)}))
+                        .collect();
+                    v["friedman"] = json!({"statistic": jn(f.statistic), "pvalue": jn(f.pvalue), "posthoc": ph,
+                                           "posthoc_method": "conover, holm-adjusted"});
                 }
                 println!("{v}");
             } else {
@@ -715,15 +788,38 @@ fn cmd_stats(c: &StatsCmd) -> Result<()> {
                     "Kruskal-Wallis  H = {:.6}  p = {:.4e}",
                     k.statistic, k.pvalue
                 );
-                if let Some(f) = f {
+                if let Some((f, post)) = &f {
                     println!(
                         "Friedman        chi2({}) = {:.6}  p = {:.4e}",
                         f.df_between, f.statistic, f.pvalue
                     );
+                    println!("Conover post-hoc (groups numbered from 0, Holm-adjusted p):");
+                    for p in post {
+                        println!(
+                            "  {} vs {}  p = {:.4e}{}",
+                            p.a,
+                            p.b,
+                            p.pvalue,
+                            if p.pvalue <= 0.05 { "  differ" } else { "" }
+                        );
+                    }
                 }
             }
             Ok(())
         }
+        StatsCmd::Anova {
+            file,
+            response,
+            factors,
+            json: j,
+        } => cmd_anova(file, response, factors, *j),
+        StatsCmd::Power {
+            effect,
+            n,
+            power,
+            alpha,
+            json: j,
+        } => cmd_power(*effect, *n, *power, *alpha, *j),
         StatsCmd::Describe { x, level, json: j } => {
             let x = parse_numbers("x", x)?;
             check_level("level", *level)?;
@@ -743,6 +839,162 @@ fn cmd_stats(c: &StatsCmd) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+fn read_table(file: &std::path::Path) -> Result<polars::prelude::DataFrame> {
+    use polars::prelude::*;
+    let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
+    match ext {
+        "parquet" => study::store::read_parquet(file),
+        "csv" => CsvReadOptions::default()
+            .with_has_header(true)
+            .try_into_reader_with_file_path(Some(file.to_path_buf()))
+            .and_then(|r| r.finish())
+            .map_err(|e| anyhow::anyhow!("cannot read {} as CSV: {e}", file.display())),
+        _ => bail!(
+            "{}: unknown table format; give a .parquet or .csv file",
+            file.display()
+        ),
+    }
+}
+
+fn cmd_anova(file: &std::path::Path, response: &str, factors: &str, j: bool) -> Result<()> {
+    use polars::prelude::*;
+    let df = read_table(file)?;
+    let names: Vec<&str> = factors
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if names.len() != 2 {
+        bail!("--factors needs exactly two column names, e.g. --factors normalization,gating");
+    }
+    let col = |name: &str| {
+        df.column(name).map_err(|_| {
+            let cols: Vec<String> = df
+                .get_column_names()
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
+            anyhow::anyhow!(
+                "{} has no column `{name}`; columns: {}",
+                file.display(),
+                cols.join(", ")
+            )
+        })
+    };
+    let y = col(response)?
+        .cast(&DataType::Float64)
+        .map_err(|e| anyhow::anyhow!("column `{response}` is not numeric: {e}"))?;
+    let y: Vec<Option<f64>> = y.f64()?.iter().collect();
+    let fa = col(names[0])?.cast(&DataType::String)?;
+    let fb = col(names[1])?.cast(&DataType::String)?;
+    let (fa, fb) = (fa.str()?, fb.str()?);
+    let mut ys = Vec::new();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let mut dropped = 0;
+    for (i, &yi) in y.iter().enumerate() {
+        match (yi, fa.get(i), fb.get(i)) {
+            (Some(v), Some(p), Some(q)) if v.is_finite() => {
+                ys.push(v);
+                a.push(p.to_string());
+                b.push(q.to_string());
+            }
+            _ => dropped += 1,
+        }
+    }
+    let terms = stats::anova2::anova_two_way(&ys, &a, &b, names[0], names[1])?;
+    let jn = compare::jnum;
+    if j {
+        let t: Vec<serde_json::Value> = terms
+            .iter()
+            .map(|t| match (t.f, t.pvalue) {
+                (Some(f), Some(p)) => json!({"term": t.term, "ss": jn(t.ss), "df": jn(t.df), "f": jn(f), "pvalue": jn(p)}),
+                _ => json!({"term": t.term, "ss": jn(t.ss), "df": jn(t.df)}),
+            })
+            .collect();
+        println!("{}", json!({"terms": t, "n": ys.len(), "dropped": dropped}));
+        return Ok(());
+    }
+    println!(
+        "two-way ANOVA (type II) of {response} on {} × {}: {} rows ({dropped} dropped: null or non-finite)",
+        names[0],
+        names[1],
+        ys.len()
+    );
+    println!(
+        "{:<32} {:>14} {:>6} {:>12} {:>12}",
+        "term", "sum sq", "df", "F", "p-value"
+    );
+    for t in &terms {
+        println!(
+            "{:<32} {:>14.6} {:>6} {:>12} {:>12}",
+            t.term,
+            t.ss,
+            t.df,
+            t.f.map_or("".into(), |f| format!("{f:.4}")),
+            t.pvalue.map_or("".into(), |p| format!("{p:.4e}"))
+        );
+    }
+    Ok(())
+}
+
+fn cmd_power(
+    effect: Option<f64>,
+    n: Option<f64>,
+    power: Option<f64>,
+    alpha: f64,
+    j: bool,
+) -> Result<()> {
+    use evoattn::stats::power;
+    check_level("alpha", alpha)?;
+    if let Some(p) = power {
+        check_level("power", p)?;
+    }
+    if n.is_some_and(|n| n <= 1.0 || !n.is_finite()) {
+        bail!("--n must be more than 1 observation per group");
+    }
+    let jn = compare::jnum;
+    match (effect, n, power) {
+        (Some(d), Some(_), Some(_)) => {
+            let _ = d;
+            bail!("give two of --effect, --n, --power; the third is computed")
+        }
+        (Some(d), n, p) if n.is_some() || p.is_some() => {
+            let r = power::power_analysis(d, n, p, alpha).ok_or_else(|| {
+                anyhow::anyhow!("no n up to 100,000 per group reaches power {} at effect {d}", p.unwrap_or(f64::NAN))
+            })?;
+            if j {
+                let mut v = json!({"effect": jn(r.effect), "alpha": jn(r.alpha), "n": jn(r.n), "power": jn(r.power)});
+                if let Some(c) = r.n_ceil {
+                    v["n_ceil"] = json!(c);
+                }
+                println!("{v}");
+            } else if let Some(c) = r.n_ceil {
+                println!(
+                    "n = {:.4} per group (use {c}) for power {} at d = {d}, alpha = {alpha} (two-sided t-test)",
+                    r.n, r.power
+                );
+            } else {
+                println!(
+                    "power = {:.6} with n = {} per group at d = {d}, alpha = {alpha} (two-sided t-test)",
+                    r.power, r.n
+                );
+            }
+            Ok(())
+        }
+        (None, Some(n), Some(p)) => {
+            let d = power::solve_effect(n, p, alpha, Alternative::TwoSided)
+                .ok_or_else(|| anyhow::anyhow!("no effect up to 1000 reaches power {p} at n = {n}"))?;
+            if j {
+                println!("{}", json!({"effect": jn(d), "alpha": jn(alpha), "n": jn(n), "power": jn(p), "solved": "effect"}));
+            } else {
+                println!("minimum detectable effect d = {d:.6} with n = {n} per group at power {p}, alpha = {alpha}");
+            }
+            Ok(())
+        }
+        _ => bail!("give --effect with --n (power) or --power (n), or --n with --power (minimum detectable effect)"),
     }
 }
 
@@ -896,7 +1148,10 @@ fn cmd_run(a: &RunArgs, threads_per_job: usize, jobs: usize) -> Result<()> {
     if let Some(ev) = &driven.evolve {
         exec.store.write_generations(&ev.rows)?;
     }
-    println!("{}", study::summary_table(&driven, &exec.store, &exec.planner));
+    println!(
+        "{}",
+        study::summary_table(&driven, &exec.store, &exec.planner)
+    );
     eprintln!(
         "{} unit(s) trained now, {} reused from the store; {n} row(s) in {} ({:.0} s)",
         exec.trained,
@@ -932,7 +1187,10 @@ fn cmd_status(a: &StatusArgs) -> Result<()> {
                 &std::fs::read(store.dir.join("meta.json"))
                     .context("no data and no meta.json in the store: pass --data")?,
             )?;
-            meta["data_fingerprint"].as_str().unwrap_or_default().to_string()
+            meta["data_fingerprint"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
         }
     };
     let mut runner = study::StatusRunner {
@@ -946,10 +1204,13 @@ fn cmd_status(a: &StatusArgs) -> Result<()> {
         earlier: Default::default(),
     };
     let driven = study::drive(&study, external, &mut runner)?;
-    let generations = driven
-        .evolve
-        .as_ref()
-        .map(|e| e.rows.iter().map(|r| r.generation).max().map_or(0, |g| g + 1));
+    let generations = driven.evolve.as_ref().map(|e| {
+        e.rows
+            .iter()
+            .map(|r| r.generation)
+            .max()
+            .map_or(0, |g| g + 1)
+    });
     if a.json {
         println!(
             "{}",
@@ -971,7 +1232,14 @@ fn cmd_status(a: &StatusArgs) -> Result<()> {
     if study.replicate.is_some() && !runner.counts.iter().any(|c| c.stage == "replicate") {
         println!("  replicate  waits for the search to finish");
     }
-    println!("  {}", if driven.complete { "complete" } else { "not complete" });
+    println!(
+        "  {}",
+        if driven.complete {
+            "complete"
+        } else {
+            "not complete"
+        }
+    );
     Ok(())
 }
 
@@ -991,7 +1259,10 @@ fn main() {
     let (jobs, threads) = match &cli.cmd {
         Cmd::Run(a) => {
             let cuda = a.device != "cpu";
-            let jobs = a.jobs.unwrap_or(if cuda { 1 } else { threads.max(1) }).max(1);
+            let jobs = a
+                .jobs
+                .unwrap_or(if cuda { 1 } else { threads.max(1) })
+                .max(1);
             (jobs, (threads / jobs).max(1))
         }
         _ => (1, threads),

@@ -148,3 +148,133 @@ fn kgroups_json() {
     let (ok, _, err) = run(&["stats", "kgroups", "--groups", "1,2,3"]);
     assert!(!ok && err.contains("at least 2 groups"), "{err}");
 }
+
+#[test]
+fn compare_reports_seeded_bootstrap_and_aso() {
+    let args = |seed: &str| {
+        json(&[
+            "stats",
+            "compare",
+            "--x",
+            "98.1,98.4,97.9,98.8,98.0",
+            "--y",
+            "100.2,99.9,100.8,100.1,99.7",
+            "--paired",
+            "--seed",
+            seed,
+            "--resamples",
+            "3000",
+            "--json",
+        ])
+    };
+    let (a, b, c) = (args("1"), args("1"), args("2"));
+    let bs = &a["bootstrap_ci_diff"];
+    assert_eq!(bs["method"], "bca");
+    assert_eq!(bs["resamples"], 3000);
+    assert_eq!(
+        a["bootstrap_ci_diff"], b["bootstrap_ci_diff"],
+        "same seed, different interval"
+    );
+    assert_ne!(
+        a["bootstrap_ci_diff"], c["bootstrap_ci_diff"],
+        "the seed is ignored"
+    );
+    let (lo, hi) = (bs["low"].as_f64().unwrap(), bs["high"].as_f64().unwrap());
+    assert!(lo < a["diff"].as_f64().unwrap() && a["diff"].as_f64().unwrap() < hi && hi < 0.0);
+    // x (lower ppl) dominates y: ε_W2 = 0 and ε_min small.
+    assert_eq!(a["aso"]["violation_ratio"].as_f64().unwrap(), 0.0);
+    assert!(a["aso"]["epsilon_min"].as_f64().unwrap() < 0.2);
+}
+
+#[test]
+fn power_solves_n_and_effect() {
+    let v = json(&[
+        "stats", "power", "--effect", "0.8", "--power", "0.8", "--json",
+    ]);
+    let n = v["n"].as_f64().unwrap();
+    assert!((n - 25.5246).abs() < 1e-3, "{v}");
+    assert_eq!(v["n_ceil"], 26);
+    let v = json(&["stats", "power", "--effect", "0.8", "--n", "26", "--json"]);
+    assert!(v["power"].as_f64().unwrap() > 0.8 && v.get("n_ceil").is_none());
+    let v = json(&["stats", "power", "--n", "26", "--power", "0.8", "--json"]);
+    assert!((v["effect"].as_f64().unwrap() - 0.7923).abs() < 1e-3);
+    let (ok, _, err) = run(&["stats", "power", "--effect", "0", "--power", "0.8"]);
+    assert!(!ok && err.contains("no n"), "{err}");
+}
+
+#[test]
+fn kgroups_blocked_has_conover_posthoc() {
+    let v = json(&[
+        "stats",
+        "kgroups",
+        "--groups",
+        "1,2,3,4,5;2,3,4,5,6;9,9,8,9,9",
+        "--blocked",
+        "--json",
+    ]);
+    let ph = v["friedman"]["posthoc"].as_array().unwrap();
+    assert_eq!(ph.len(), 3);
+    assert_eq!(
+        (ph[0]["a"].as_u64(), ph[0]["b"].as_u64()),
+        (Some(0), Some(1))
+    );
+    // Group 2 is always ranked last: it differs from group 0.
+    assert!(ph[1]["pvalue"].as_f64().unwrap() < 0.05, "{v}");
+}
+
+#[test]
+fn anova_reads_csv_and_names_missing_columns() {
+    let dir = std::env::temp_dir().join(format!("evoattn-anova-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("runs.csv");
+    let mut text = String::from("normalization,gating,val_ppl\n");
+    for (i, n) in ["softmax", "sparsemax"].iter().enumerate() {
+        for (j, g) in ["none", "output_gate"].iter().enumerate() {
+            for s in 0..3 {
+                let y = 100.0 - 2.0 * i as f64 + j as f64 + 0.1 * s as f64;
+                text.push_str(&format!("{n},{g},{y}\n"));
+            }
+        }
+    }
+    text.push_str("softmax,none,\n"); // a diverged run: null response
+    std::fs::write(&path, text).unwrap();
+    let p = path.to_str().unwrap();
+    let v = json(&[
+        "stats",
+        "anova",
+        "--file",
+        p,
+        "--response",
+        "val_ppl",
+        "--factors",
+        "normalization,gating",
+        "--json",
+    ]);
+    let terms = v["terms"].as_array().unwrap();
+    let names: Vec<&str> = terms.iter().map(|t| t["term"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "normalization",
+            "gating",
+            "normalization:gating",
+            "residual"
+        ]
+    );
+    assert!(
+        (terms[0]["ss"].as_f64().unwrap() - 12.0).abs() < 1e-9,
+        "{v}"
+    );
+    assert_eq!(v["dropped"], 1);
+    assert!(terms[3].get("pvalue").is_none());
+    let (ok, _, err) = run(&[
+        "stats",
+        "anova",
+        "--file",
+        p,
+        "--factors",
+        "normalization,temperature",
+    ]);
+    assert!(!ok && err.contains("no column `temperature`"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

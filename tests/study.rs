@@ -133,7 +133,10 @@ fn sigkill_then_resume_finishes_every_unit_once_and_retrains_nothing() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let before = finished(&packs);
-    assert!(before.len() < 6, "the run finished before it could be killed");
+    assert!(
+        before.len() < 6,
+        "the run finished before it could be killed"
+    );
     let before_rows: Vec<RunRow> = before
         .iter()
         .flat_map(|p| runs_from_frame(&read_parquet(p).unwrap()).unwrap())
@@ -145,7 +148,11 @@ fn sigkill_then_resume_finishes_every_unit_once_and_retrains_nothing() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 9, "a unit appears twice");
-    assert_eq!(trained_now(&out), 9 - before_rows.len(), "finished units were retrained");
+    assert_eq!(
+        trained_now(&out),
+        9 - before_rows.len(),
+        "finished units were retrained"
+    );
     for b in &before_rows {
         let a = all.iter().find(|r| r.unit_id == b.unit_id).unwrap();
         assert_eq!(a, b, "a finished unit's row changed");
@@ -161,7 +168,11 @@ fn two_processes_share_a_study_without_duplicates() {
         return;
     }
     let dir = tmp("two");
-    let study = write_study(&dir, "rep", &REPLICATE.replace("max_replicas = 2", "max_replicas = 1"));
+    let study = write_study(
+        &dir,
+        "rep",
+        &REPLICATE.replace("max_replicas = 2", "max_replicas = 1"),
+    );
     let store = dir.join("runs");
     let spawn = || {
         Command::new(bin())
@@ -179,15 +190,25 @@ fn two_processes_share_a_study_without_duplicates() {
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     assert!(a.status.success() && b.status.success());
     let (ta, tb) = (trained_now(&a), trained_now(&b));
-    assert_eq!(ta + tb, 9, "units trained twice or not at all ({ta} + {tb})");
-    assert!(ta > 0 && tb > 0, "one process did all the work ({ta}, {tb})");
+    assert_eq!(
+        ta + tb,
+        9,
+        "units trained twice or not at all ({ta} + {tb})"
+    );
+    assert!(
+        ta > 0 && tb > 0,
+        "one process did all the work ({ta}, {tb})"
+    );
     let all = rows(&store, "rep");
     let mut ids: Vec<&str> = all.iter().map(|r| r.unit_id.as_str()).collect();
     ids.sort();
     ids.dedup();
     assert_eq!((all.len(), ids.len()), (9, 9));
     assert!(
-        std::fs::read_dir(store.join("rep/claims")).unwrap().next().is_none(),
+        std::fs::read_dir(store.join("rep/claims"))
+            .unwrap()
+            .next()
+            .is_none(),
         "claims left behind"
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -311,7 +332,10 @@ fn unwritable_store_is_a_clear_error() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("cannot create the folder") && err.contains("--store"), "{err}");
+    assert!(
+        err.contains("cannot create the folder") && err.contains("--store"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -332,11 +356,18 @@ fn status_counts_done_and_pending_units() {
         .arg("--json")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let st = &v["stages"][0];
     assert_eq!(st["stage"], "replicate");
-    let (done, pending) = (st["done"].as_u64().unwrap(), st["pending"].as_u64().unwrap());
+    let (done, pending) = (
+        st["done"].as_u64().unwrap(),
+        st["pending"].as_u64().unwrap(),
+    );
     assert_eq!(done + pending, 9);
     assert!(done > 0 && pending > 0, "{v}");
     assert_eq!(v["complete"], false);

@@ -107,10 +107,26 @@ pub fn offspring(spec: &EvolveSpec, generation: usize, elites: &[Gene]) -> Vec<I
         };
         let (a, b) = (elites[i], elites[j]);
         let mut g = Gene {
-            similarity: if rng.random_bool(0.5) { a.similarity } else { b.similarity },
-            normalization: if rng.random_bool(0.5) { a.normalization } else { b.normalization },
-            gating: if rng.random_bool(0.5) { a.gating } else { b.gating },
-            temperature: if rng.random_bool(0.5) { a.temperature } else { b.temperature },
+            similarity: if rng.random_bool(0.5) {
+                a.similarity
+            } else {
+                b.similarity
+            },
+            normalization: if rng.random_bool(0.5) {
+                a.normalization
+            } else {
+                b.normalization
+            },
+            gating: if rng.random_bool(0.5) {
+                a.gating
+            } else {
+                b.gating
+            },
+            temperature: if rng.random_bool(0.5) {
+                a.temperature
+            } else {
+                b.temperature
+            },
         };
         let mut mutated = false;
         if rng.random_bool(spec.mutation_rate) {
@@ -321,7 +337,9 @@ mod tests {
 
     fn run(spec: &EvolveSpec) -> EvolveOutcome {
         evolve(spec, &[1], |_, req| {
-            Ok(Some(req.iter().map(|&(g, s)| ((g, s), score(g, s))).collect()))
+            Ok(Some(
+                req.iter().map(|&(g, s)| ((g, s), score(g, s))).collect(),
+            ))
         })
         .unwrap()
     }
@@ -352,7 +370,11 @@ mod tests {
             }
         }
         // The landscape's optimum region is found.
-        let last = out.rows.iter().filter(|r| r.generation == 9).map(|r| r.fitness);
+        let last = out
+            .rows
+            .iter()
+            .filter(|r| r.generation == 9)
+            .map(|r| r.fitness);
         assert!(last.fold(f64::INFINITY, f64::min) < 94.0);
     }
 
@@ -382,7 +404,8 @@ mod tests {
             ..EvolveSpec::default()
         });
         assert!(capped.stopped_by_cap && !capped.complete);
-        let distinct: std::collections::HashSet<Gene> = capped.rows.iter().map(|r| r.gene).collect();
+        let distinct: std::collections::HashSet<Gene> =
+            capped.rows.iter().map(|r| r.gene).collect();
         assert!(distinct.len() <= 20);
     }
 
@@ -395,8 +418,10 @@ mod tests {
         };
         for ind in offspring(&none, 1, &elites) {
             assert_eq!(ind.operator, Operator::Crossover);
-            assert!(ind.gene.normalization == Normalization::Softmax
-                || ind.gene.normalization == Normalization::Sparsemax);
+            assert!(
+                ind.gene.normalization == Normalization::Softmax
+                    || ind.gene.normalization == Normalization::Sparsemax
+            );
         }
         let all = EvolveSpec {
             mutation_rate: 1.0,

@@ -2,6 +2,7 @@
 
 use super::effect::{effects, Effects};
 use super::rank::{mann_whitney, wilcoxon, RankTest};
+use super::resample::Design;
 use super::ttest::{paired, student, welch, welch_ci, TTest};
 use super::{mean, Alternative, Describe, Interval};
 use serde_json::{json, Value};
@@ -21,6 +22,28 @@ pub struct Comparison {
     pub wilcoxon: Option<RankTest>,
     pub effect: Effects,
     pub ci_diff: Interval,
+    /// Seeded BCa bootstrap interval of the mean difference (paired: resampled by pair).
+    pub bootstrap_ci_diff: super::resample::BootstrapCi,
+    /// ASO for the claim "x is better than y" under the direction.
+    pub aso: super::aso::Aso,
+}
+
+/// Options of the resampling parts of a comparison.
+#[derive(Debug, Clone, Copy)]
+pub struct Resampling {
+    /// Bootstrap resamples (default 10,000).
+    pub resamples: usize,
+    /// Seed of the bootstrap and of ASO.
+    pub seed: u64,
+}
+
+impl Default for Resampling {
+    fn default() -> Self {
+        Resampling {
+            resamples: super::resample::DEFAULT_RESAMPLES,
+            seed: 0,
+        }
+    }
 }
 
 /// Compares x with y. `paired` adds the paired t and Wilcoxon tests (equal lengths needed).
@@ -31,6 +54,7 @@ pub fn compare(
     alt: Alternative,
     level: f64,
     higher_is_better: bool,
+    resampling: Resampling,
 ) -> anyhow::Result<Comparison> {
     super::check_finite("x", x)?;
     super::check_finite("y", y)?;
@@ -52,6 +76,29 @@ pub fn compare(
         wilcoxon: wilcox,
         effect: effects(x, y, higher_is_better),
         ci_diff: welch_ci(x, y, level),
+        bootstrap_ci_diff: super::resample::bootstrap_ci(
+            x,
+            y,
+            if paired_runs {
+                Design::Paired
+            } else {
+                Design::Independent
+            },
+            &super::resample::mean_diff,
+            super::resample::Spec {
+                method: super::resample::Method::Bca,
+                resamples: resampling.resamples,
+                level,
+                seed: resampling.seed,
+            },
+        ),
+        aso: {
+            // ASO scores are higher-is-better.
+            let sign = if higher_is_better { 1.0 } else { -1.0 };
+            let a: Vec<f64> = x.iter().map(|v| sign * v).collect();
+            let b: Vec<f64> = y.iter().map(|v| sign * v).collect();
+            super::aso::aso(&a, &b, 1.0 - level, 1000, 1000, resampling.seed)
+        },
     })
 }
 
@@ -89,6 +136,10 @@ impl Comparison {
             "effect": {"cohens_d": jnum(e.cohens_d), "hedges_g": jnum(e.hedges_g), "cliffs_delta": jnum(e.cliffs_delta),
                        "a12": jnum(e.a12), "prob_improvement": jnum(e.prob_improvement)},
             "ci_diff": interval_json(&self.ci_diff),
+            "bootstrap_ci_diff": {"method": self.bootstrap_ci_diff.method, "resamples": self.bootstrap_ci_diff.resamples,
+                                  "level": jnum(self.bootstrap_ci_diff.level), "low": jnum(self.bootstrap_ci_diff.low),
+                                  "high": jnum(self.bootstrap_ci_diff.high)},
+            "aso": {"violation_ratio": jnum(self.aso.violation_ratio), "epsilon_min": jnum(self.aso.epsilon_min)},
         });
         if let Some(p) = &self.paired_t {
             v["paired_t"] = t_json(p);

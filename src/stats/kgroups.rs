@@ -120,3 +120,77 @@ pub fn friedman(groups: &[Vec<f64>]) -> anyhow::Result<KTest> {
         df_within: f64::NAN,
     })
 }
+
+/// One pair of a post-hoc comparison.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct PairP {
+    /// Index of the first group.
+    pub a: usize,
+    /// Index of the second group.
+    pub b: usize,
+    /// Holm-adjusted p-value over all pairs.
+    pub pvalue: f64,
+    /// Unadjusted p-value.
+    pub pvalue_unadjusted: f64,
+}
+
+/// Conover's all-pairs post-hoc test after Friedman (as scikit-posthocs'
+/// `posthoc_conover_friedman`): within-block average ranks, rank sums Rⱼ,
+/// t = |Rᵢ − Rⱼ| / √(A·B) on (n−1)(k−1) degrees of freedom, two-sided; p-values Holm-adjusted
+/// over the k(k−1)/2 pairs (`p_adjust='holm'`). Pairs in order (0,1), (0,2), …
+pub fn conover_friedman(groups: &[Vec<f64>]) -> anyhow::Result<Vec<PairP>> {
+    let k = groups.len();
+    anyhow::ensure!(k >= 2, "a post-hoc test needs at least 2 groups");
+    let n = groups[0].len();
+    anyhow::ensure!(
+        n >= 2 && groups.iter().all(|g| g.len() == n),
+        "the post-hoc test needs groups of equal length (one value per seed), at least 2"
+    );
+    let mut r = vec![0.0; k];
+    let mut a1 = 0.0;
+    for i in 0..n {
+        let row: Vec<f64> = groups.iter().map(|g| g[i]).collect();
+        let (ranks, _) = rank_average(&row);
+        for (s, v) in r.iter_mut().zip(&ranks) {
+            *s += v;
+            a1 += v * v;
+        }
+    }
+    let (kf, nf) = (k as f64, n as f64);
+    let s2 = 1.0 / (kf - 1.0) * (a1 - kf * nf * (kf + 1.0).powi(2) / 4.0);
+    let t2 = 1.0 / s2
+        * r.iter()
+            .map(|ri| (ri - nf * (kf + 1.0) / 2.0).powi(2))
+            .sum::<f64>();
+    let df = nf * kf - kf - nf + 1.0;
+    let a = s2 * (2.0 * nf * (kf - 1.0)) / df;
+    let b = 1.0 - t2 / (nf * (kf - 1.0));
+    let mut pairs = Vec::new();
+    for i in 0..k {
+        for j in i + 1..k {
+            let t = (r[i] - r[j]).abs() / a.sqrt() / b.sqrt();
+            let p = if t.is_nan() {
+                f64::NAN
+            } else {
+                2.0 * super::t_sf(t, df)
+            };
+            pairs.push((i, j, p));
+        }
+    }
+    let raw: Vec<f64> = pairs.iter().map(|p| p.2).collect();
+    let adj = if raw.iter().any(|p| p.is_nan()) {
+        vec![f64::NAN; raw.len()]
+    } else {
+        super::multitest::adjust(&raw, super::multitest::Method::Holm)?
+    };
+    Ok(pairs
+        .into_iter()
+        .zip(adj)
+        .map(|((a, b, p), q)| PairP {
+            a,
+            b,
+            pvalue: q,
+            pvalue_unadjusted: p,
+        })
+        .collect())
+}

@@ -1,16 +1,24 @@
 //! Statistics following scipy 1.17 / statsmodels 0.15 conventions
 //! (`../shared/design/statistics.md`). Every directional quantity is **x minus y**.
 //!
-//! Implemented so far: descriptive statistics with t intervals, two-sample and paired tests
-//! (Welch, Student, Mann–Whitney U, paired t, Wilcoxon signed-rank), multiple-comparison
-//! adjustments (Holm, Bonferroni, Benjamini–Hochberg) and effect sizes. Degenerate input
-//! gives what scipy gives (NaN where it gives NaN), never a panic.
+//! Descriptive statistics with t intervals; two-sample and paired tests (Welch, Student,
+//! Mann–Whitney U, paired t, Wilcoxon signed-rank; [`ttest`], [`rank`]); k-sample tests
+//! with the Conover post-hoc ([`kgroups`]); two-way ANOVA, type II ([`anova2`]);
+//! multiple-comparison adjustments ([`multitest`]); effect sizes ([`effect`]); seeded
+//! bootstrap intervals ([`resample`]); Almost Stochastic Order ([`aso`]); power of the
+//! t-test ([`power`]); variance components and the winner's curse ([`noise`]).
+//! Degenerate input gives what scipy gives (NaN where it gives NaN), never a panic.
 
+pub mod anova2;
+pub mod aso;
 pub mod compare;
 pub mod effect;
 pub mod kgroups;
 pub mod multitest;
+pub mod noise;
+pub mod power;
 pub mod rank;
+pub mod resample;
 pub mod ttest;
 
 use serde::{Deserialize, Serialize};

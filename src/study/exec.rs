@@ -36,6 +36,9 @@ pub struct ExecOptions {
 /// Commit the binary was built from.
 pub const GIT_COMMIT: &str = env!("EVOATTN_GIT_COMMIT");
 
+/// Packs with their position in the stage's pack list (which decides the shard).
+type Indexed = Vec<(usize, Pack)>;
+
 /// How long to wait between looks at packs other processes hold.
 const POLL: Duration = Duration::from_millis(1500);
 
@@ -76,7 +79,12 @@ impl<'a> Executor<'a> {
     /// shard's unclaimed packs, waits for packs other processes hold (taking them over when
     /// their claims go stale). With `need_all`, also waits for other shards' packs (the GA
     /// needs a whole generation). Returns whether every request is finished.
-    pub fn ensure(&mut self, stage: &str, requests: &[(Gene, u64)], need_all: bool) -> Result<bool> {
+    pub fn ensure(
+        &mut self,
+        stage: &str,
+        requests: &[(Gene, u64)],
+        need_all: bool,
+    ) -> Result<bool> {
         self.store.refresh()?;
         // Pack composition and shard assignment depend only on the plan (units of earlier
         // stages are left out), never on what the store holds, so every process and shard
@@ -96,23 +104,27 @@ impl<'a> Executor<'a> {
             .collect();
         let pending_units: usize = packs.iter().map(|(_, p)| p.units.len()).sum();
         self.reused += total_units - pending_units;
-        let (mine, others): (Vec<(usize, Pack)>, Vec<(usize, Pack)>) = packs
+        let (mine, others): (Indexed, Indexed) = packs
             .into_iter()
             .partition(|(i, _)| in_shard(*i, self.opts.shard));
         if mine.is_empty() && others.is_empty() {
             return Ok(true);
         }
         let my_units: usize = mine.iter().map(|(_, p)| p.units.len()).sum();
-        let multi = MultiProgress::with_draw_target(if self.opts.quiet || !std::io::stderr().is_terminal() {
-            ProgressDrawTarget::hidden()
-        } else {
-            ProgressDrawTarget::stderr()
-        });
+        let multi = MultiProgress::with_draw_target(
+            if self.opts.quiet || !std::io::stderr().is_terminal() {
+                ProgressDrawTarget::hidden()
+            } else {
+                ProgressDrawTarget::stderr()
+            },
+        );
         let overall = multi.add(ProgressBar::new(my_units as u64));
         overall.set_style(
-            ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} units  {elapsed} elapsed, eta {eta}")
-                .expect("template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix:.bold} [{bar:30}] {pos}/{len} units  {elapsed} elapsed, eta {eta}",
+            )
+            .expect("template")
+            .progress_chars("=> "),
         );
         overall.set_prefix(format!("{}/{stage}", self.study));
         if self.opts.quiet || !std::io::stderr().is_terminal() {
@@ -322,7 +334,8 @@ fn worker(
                             format!(
                                 "seed {}: {}",
                                 r.seed,
-                                r.val_ppl.map_or("diverged".to_string(), |v| format!("{v:.2}"))
+                                r.val_ppl
+                                    .map_or("diverged".to_string(), |v| format!("{v:.2}"))
                             )
                         })
                         .collect();

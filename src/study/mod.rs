@@ -99,7 +99,11 @@ pub fn resolve_external(study: &Study, root: &Path) -> Result<Option<Vec<Gene>>>
         return Ok(None);
     };
     match &rep.genes {
-        GeneSource::Top { study: other, top, at } if *other != study.name => {
+        GeneSource::Top {
+            study: other,
+            top,
+            at,
+        } if *other != study.name => {
             let path = root.join(other).join("runs.parquet");
             if !path.exists() {
                 bail!(
@@ -109,7 +113,10 @@ pub fn resolve_external(study: &Study, root: &Path) -> Result<Option<Vec<Gene>>>
             }
             let rows = store::runs_from_frame(&store::read_parquet(&path)?)?;
             if rows.is_empty() {
-                bail!("{at}: study `{other}` has no finished runs in {}", path.display());
+                bail!(
+                    "{at}: study `{other}` has no finished runs in {}",
+                    path.display()
+                );
             }
             Ok(Some(top_genes(&rows, *top)))
         }
@@ -128,7 +135,11 @@ fn scores_of(store: &Store, planner: &Planner, requests: &[(Gene, u64)]) -> Scor
 }
 
 /// Walks the study's stages through `runner`. `external` is what [`resolve_external`] gave.
-pub fn drive(study: &Study, external: Option<Vec<Gene>>, runner: &mut dyn Runner) -> Result<Driven> {
+pub fn drive(
+    study: &Study,
+    external: Option<Vec<Gene>>,
+    runner: &mut dyn Runner,
+) -> Result<Driven> {
     let mut out = Driven {
         complete: true,
         ..Default::default()
@@ -147,7 +158,8 @@ pub fn drive(study: &Study, external: Option<Vec<Gene>>, runner: &mut dyn Runner
                     Ok(None)
                 }
             })?;
-            let complete = outcome.complete || (outcome.stopped_by_cap && outcome.pending_generation.is_none());
+            let complete = outcome.complete
+                || (outcome.stopped_by_cap && outcome.pending_generation.is_none());
             out.stages.push(Stage {
                 name: "search".into(),
                 requests: outcome.requests.clone(),
@@ -241,7 +253,9 @@ impl Runner for StatusRunner {
                 ..Default::default()
             });
         }
-        let packs = self.planner.pack(requests, |u| self.earlier.contains(&u.id));
+        let packs = self
+            .planner
+            .pack(requests, |u| self.earlier.contains(&u.id));
         for &(g, s) in requests {
             self.earlier.insert(self.planner.unit(g, s).id);
         }
@@ -315,14 +329,22 @@ pub fn summary_table(driven: &Driven, store: &Store, planner: &Planner) -> Strin
             "\n{} ({} gene(s)){}\n{:<44} {:>4} {:>5} {:>16} {:>9}\n",
             stage.name,
             lines.len(),
-            if stage.complete { "" } else { " — incomplete" },
+            if stage.complete {
+                ""
+            } else {
+                " — incomplete"
+            },
             "gene",
             "n",
             "div",
             "val ppl (± sd)",
             "test ppl"
         ));
-        let shown = if stage.name == "search" { 10 } else { usize::MAX };
+        let shown = if stage.name == "search" {
+            10
+        } else {
+            usize::MAX
+        };
         for (m, g, n, d, sd, tm) in lines.iter().take(shown) {
             let val = if m.is_nan() {
                 "-".to_string()
@@ -331,7 +353,11 @@ pub fn summary_table(driven: &Driven, store: &Store, planner: &Planner) -> Strin
             } else {
                 format!("{m:.2} ± {sd:.2}")
             };
-            let test = if tm.is_nan() { "-".into() } else { format!("{tm:.2}") };
+            let test = if tm.is_nan() {
+                "-".into()
+            } else {
+                format!("{tm:.2}")
+            };
             s.push_str(&format!(
                 "{:<44} {:>4} {:>5} {:>16} {:>9}\n",
                 g.to_string(),
@@ -342,7 +368,10 @@ pub fn summary_table(driven: &Driven, store: &Store, planner: &Planner) -> Strin
             ));
         }
         if lines.len() > shown {
-            s.push_str(&format!("… {} more genes in runs.parquet\n", lines.len() - shown));
+            s.push_str(&format!(
+                "… {} more genes in runs.parquet\n",
+                lines.len() - shown
+            ));
         }
     }
     s

@@ -149,10 +149,7 @@ mod tests {
         let (a, b) = (Gene::BASELINE, Gene::PUBLISHED_WINNER);
         let packs = p.pack(&[(b, 3), (a, 2), (b, 1), (b, 2), (b, 1), (a, 1)], |_| false);
         let shape: Vec<(Gene, Vec<u64>)> = packs.iter().map(|k| (k.gene, k.seeds())).collect();
-        assert_eq!(
-            shape,
-            vec![(b, vec![1, 2]), (b, vec![3]), (a, vec![1, 2])]
-        );
+        assert_eq!(shape, vec![(b, vec![1, 2]), (b, vec![3]), (a, vec![1, 2])]);
         let done = p.unit(b, 1).id;
         let packs = p.pack(&[(b, 1), (b, 2), (b, 3)], |u| u.id == done);
         assert_eq!(packs[0].seeds(), vec![2, 3]);

@@ -577,7 +577,10 @@ mod tests {
         let r = s.replicate.unwrap();
         assert_eq!(r.seeds, (1..=10).collect::<Vec<_>>());
         assert!(r.include_baseline);
-        let s = parse("name = \"q\"\nkind = \"evolve\"\n[replicate]\nfrom = { study = \"q\", top = 2 }\n").unwrap();
+        let s = parse(
+            "name = \"q\"\nkind = \"evolve\"\n[replicate]\nfrom = { study = \"q\", top = 2 }\n",
+        )
+        .unwrap();
         let r = s.replicate.unwrap();
         assert_eq!(r.seeds, default_followup_seeds());
         assert!(matches!(r.genes, GeneSource::Top { top: 2, .. }));

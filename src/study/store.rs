@@ -205,10 +205,15 @@ pub fn runs_frame(rows: &[RunRow]) -> Result<DataFrame> {
         col("seed", i64s(rows.iter().map(|r| r.seed))),
         col("preset", s(&|r| r.preset.clone())),
     ];
-    cols.extend(config_columns(&rows.iter().map(|r| &r.config).collect::<Vec<_>>())?);
+    cols.extend(config_columns(
+        &rows.iter().map(|r| &r.config).collect::<Vec<_>>(),
+    )?);
     cols.extend([
         col("params_total", i64s(rows.iter().map(|r| r.params_total))),
-        col("params_nonembed", i64s(rows.iter().map(|r| r.params_nonembed))),
+        col(
+            "params_nonembed",
+            i64s(rows.iter().map(|r| r.params_nonembed)),
+        ),
         col(
             "diverged_at",
             rows.iter()
@@ -225,13 +230,18 @@ pub fn runs_frame(rows: &[RunRow]) -> Result<DataFrame> {
         ),
         col(
             "test_ppl",
-            rows.iter().map(|r| r.test_ppl).collect::<Vec<Option<f64>>>(),
+            rows.iter()
+                .map(|r| r.test_ppl)
+                .collect::<Vec<Option<f64>>>(),
         ),
         col(
             "tokens_per_s",
             rows.iter().map(|r| r.tokens_per_s).collect::<Vec<f64>>(),
         ),
-        col("wall_s", rows.iter().map(|r| r.wall_s).collect::<Vec<f64>>()),
+        col(
+            "wall_s",
+            rows.iter().map(|r| r.wall_s).collect::<Vec<f64>>(),
+        ),
         col("device", s(&|r| r.device.clone())),
         col("threads", i64s(rows.iter().map(|r| r.threads))),
         col("replicas", i64s(rows.iter().map(|r| r.replicas))),
@@ -284,7 +294,10 @@ pub fn generations_frame(rows: &[GenerationRow]) -> Result<DataFrame> {
             "operator",
             rows.iter().map(|r| r.operator.clone()).collect::<Vec<_>>(),
         ),
-        col("fitness", rows.iter().map(|r| r.fitness).collect::<Vec<f64>>()),
+        col(
+            "fitness",
+            rows.iter().map(|r| r.fitness).collect::<Vec<f64>>(),
+        ),
         col("n_seeds", i64s(rows.iter().map(|r| r.n_seeds))),
     ])?)
 }
@@ -568,7 +581,9 @@ impl Store {
     }
 
     fn curves_path(&self, pack: &str) -> PathBuf {
-        self.dir.join("packs").join(format!("{pack}.curves.parquet"))
+        self.dir
+            .join("packs")
+            .join(format!("{pack}.curves.parquet"))
     }
 
     /// Reads pack files written since the last refresh (by this or any other process).
@@ -617,7 +632,9 @@ impl Store {
         write_parquet(&self.curves_path(pack), &mut curves_frame(curves)?)?;
         write_parquet(&self.runs_path(pack), &mut runs_frame(runs)?)?;
         for r in runs {
-            self.runs.entry(r.unit_id.clone()).or_insert_with(|| r.clone());
+            self.runs
+                .entry(r.unit_id.clone())
+                .or_insert_with(|| r.clone());
         }
         self.seen_files.insert(format!("{pack}.runs.parquet"));
         Ok(())
@@ -779,7 +796,10 @@ impl Store {
             .flat_map(|r| curves_by_unit.remove(&r.unit_id).unwrap_or_default())
             .collect();
         write_parquet(&self.dir.join("runs.parquet"), &mut runs_frame(&rows)?)?;
-        write_parquet(&self.dir.join("curves.parquet"), &mut curves_frame(&curves)?)?;
+        write_parquet(
+            &self.dir.join("curves.parquet"),
+            &mut curves_frame(&curves)?,
+        )?;
         let _ = lock.unlock();
         Ok(rows.len())
     }
@@ -845,7 +865,9 @@ mod tests {
         assert_eq!(fresh.run("u1"), Some(&rows[0]));
         assert_eq!(fresh.run("u2"), Some(&rows[1]));
         assert_eq!(fresh.pack_curves("p1").unwrap(), curves);
-        let n = fresh.consolidate(&["u2".into(), "u1".into(), "zz".into()]).unwrap();
+        let n = fresh
+            .consolidate(&["u2".into(), "u1".into(), "zz".into()])
+            .unwrap();
         assert_eq!(n, 2);
         let back = runs_from_frame(&read_parquet(&dir.join("t/runs.parquet")).unwrap()).unwrap();
         assert_eq!(back, vec![rows[1].clone(), rows[0].clone()]);
@@ -859,14 +881,21 @@ mod tests {
         let c = store.claim("pk").unwrap().expect("first claim");
         // Our own live claim counts as held.
         assert!(store.claim("pk").unwrap().is_none());
-        assert!(matches!(store.pack_state("pk").unwrap(), PackState::Claimed(_)));
+        assert!(matches!(
+            store.pack_state("pk").unwrap(),
+            PackState::Claimed(_)
+        ));
         // A claim by a dead process on this host is stale and superseded.
         let dead = ClaimInfo {
             host: host_name(),
             pid: 999_999_999,
             since: now_rfc3339(),
         };
-        fs::write(store.dir.join("claims/pk.1"), serde_json::to_string(&dead).unwrap()).unwrap();
+        fs::write(
+            store.dir.join("claims/pk.1"),
+            serde_json::to_string(&dead).unwrap(),
+        )
+        .unwrap();
         assert_eq!(store.pack_state("pk").unwrap(), PackState::Pending);
         let c2 = store.claim("pk").unwrap().expect("stale claim recovered");
         assert!(c2.path.ends_with("pk.2"));
@@ -879,7 +908,10 @@ mod tests {
     fn timestamps_are_rfc3339() {
         let t = now_rfc3339();
         assert_eq!(t.len(), 20);
-        assert!(t.starts_with("20") && t.ends_with('Z') && &t[10..11] == "T", "{t}");
+        assert!(
+            t.starts_with("20") && t.ends_with('Z') && &t[10..11] == "T",
+            "{t}"
+        );
     }
 
     pub(crate) fn tempdir() -> PathBuf {
