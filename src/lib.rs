@@ -9,6 +9,7 @@ pub mod cpu;
 pub mod data;
 pub mod gene;
 pub mod model;
+pub mod report;
 pub mod search;
 pub mod stats;
 pub mod study;

@@ -57,6 +57,8 @@ enum Cmd {
     Run(RunArgs),
     /// Show a study's units: done, claimed by a running process, pending.
     Status(StatusArgs),
+    /// Write a study's significance report (Markdown) and tests.parquet from its store.
+    Report(ReportArgs),
     /// Show each preset's settings and a gene's parameter counts under it.
     Presets {
         #[arg(long, default_value = "dot+softmax+none+fixed")]
@@ -242,6 +244,18 @@ struct RunArgs {
     /// Log lines instead of progress bars.
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// A study file (its store under --store) or a study's store folder.
+    target: PathBuf,
+    /// Store root (with a study file).
+    #[arg(long, default_value = "runs")]
+    store: PathBuf,
+    /// Where to write the report (default: report.md in the study's store folder).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -1159,12 +1173,65 @@ fn cmd_run(a: &RunArgs, threads_per_job: usize, jobs: usize) -> Result<()> {
         exec.store.dir.join("runs.parquet").display(),
         start.elapsed().as_secs_f64()
     );
+    if driven.complete {
+        let out = write_report(&exec.store.dir, None)?;
+        eprintln!("report: {}", out.display());
+    }
     if !driven.complete {
         eprintln!(
             "the study is not complete: other shards still have units to run; rerun `evoattn run {}` (any shard) after they finish to complete it",
             a.study.display()
         );
     }
+    Ok(())
+}
+
+/// Writes the report of the study in `dir`; returns its path.
+fn write_report(dir: &std::path::Path, out: Option<&std::path::Path>) -> Result<PathBuf> {
+    let runs = dir.join("runs.parquet");
+    if !runs.exists() {
+        bail!(
+            "{} does not exist: run the study first (evoattn run STUDY.toml)",
+            runs.display()
+        );
+    }
+    let rows = study::store::runs_from_frame(&study::store::read_parquet(&runs)?)?;
+    let meta: serde_json::Value = std::fs::read(dir.join("meta.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let prov = evoattn::report::Provenance {
+        study: rows
+            .first()
+            .map(|r| r.study.clone())
+            .unwrap_or_else(|| dir.display().to_string()),
+        command: format!(
+            "evoattn run {}",
+            meta["study_file"].as_str().unwrap_or("STUDY.toml")
+        ),
+        study_sha256: meta["study_sha256"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_string(),
+    };
+    let out = out.map_or_else(|| dir.join("report.md"), |p| p.to_path_buf());
+    evoattn::report::write(&rows, &prov, &out, dir)?;
+    Ok(out)
+}
+
+fn cmd_report(a: &ReportArgs) -> Result<()> {
+    let dir = if a.target.extension().is_some_and(|e| e == "toml") {
+        let s = load_study(&a.target)?;
+        a.store.join(s.name)
+    } else {
+        a.target.clone()
+    };
+    let out = write_report(&dir, a.out.as_deref())?;
+    eprintln!(
+        "report: {} (and {})",
+        out.display(),
+        dir.join("tests.parquet").display()
+    );
     Ok(())
 }
 
@@ -1277,6 +1344,7 @@ fn main() {
         Cmd::Stats(c) => cmd_stats(c),
         Cmd::Run(a) => cmd_run(a, threads, jobs),
         Cmd::Status(a) => cmd_status(a),
+        Cmd::Report(a) => cmd_report(a),
     };
     if let Err(e) = r {
         // A closed pipe (`evoattn genes | head`) is not an error.

@@ -272,8 +272,11 @@ include_baseline = true
         std::fs::read(a.join("ga/generations.parquet")).unwrap(),
         std::fs::read(b.join("ga/generations.parquet")).unwrap()
     );
-    // The store is the cache: a rerun trains nothing.
+    // The store is the cache: a rerun trains nothing. A finished study has its report.
     assert_eq!(trained_now(&run(&study, &a, &[])), 0);
+    let report = std::fs::read_to_string(a.join("ga/report.md")).unwrap();
+    assert!(report.starts_with("# Study `ga`") && report.contains("## Leaderboard"));
+    assert!(a.join("ga/tests.parquet").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
