@@ -96,6 +96,18 @@ fn planted_effects_get_the_right_verdicts() {
     assert!(md.contains("is better than the baseline by"), "{md}");
     assert!(md.contains("no detectable difference"), "{md}");
     assert!(md.contains("1 run(s) diverged"), "{md}");
+    // Four genes share the seeds: Friedman finds the better gene, and Conover separates
+    // it from the baseline.
+    let (f, post, genes) = a.friedman.as_ref().expect("friedman");
+    assert!(f.pvalue < 0.01, "{f:?}");
+    let ib = genes.iter().position(|g| *g == Gene::BASELINE).unwrap();
+    let iw = genes.iter().position(|g| *g == b.gene).unwrap();
+    let pair = post
+        .iter()
+        .find(|p| (p.a, p.b) == (ib.min(iw), ib.max(iw)))
+        .unwrap();
+    assert!(pair.pvalue < 0.05, "{pair:?}");
+    assert!(md.contains("## All genes together"), "{md}");
 }
 
 #[test]

@@ -132,6 +132,9 @@ pub struct Analysis {
     pub seed_sd: f64,
     /// Distinct genes the search evaluated, and the winner's curse at `seed_sd`.
     pub search: Option<(usize, f64)>,
+    /// Friedman over genes × shared seeds (diverged runs rank worst) with Conover's
+    /// post-hoc, when at least 3 genes share one seed list.
+    pub friedman: Option<(stats::kgroups::KTest, Vec<stats::kgroups::PairP>, Vec<Gene>)>,
     /// Options used.
     pub options: Options,
 }
@@ -219,15 +222,49 @@ pub fn analyse(rows: &[RunRow], opts: Options) -> Analysis {
             stats::noise::winners_curse(genes.len(), noise.ms_within.sqrt()),
         )
     });
+    let friedman = blocked_test(&by_gene);
     Analysis {
         scope,
         lines,
         comparisons,
+        friedman,
         seed_sd: noise.ms_within.sqrt(),
         noise,
         search,
         options: opts,
     }
+}
+
+fn blocked_test(
+    by_gene: &BTreeMap<usize, Vec<&RunRow>>,
+) -> Option<(stats::kgroups::KTest, Vec<stats::kgroups::PairP>, Vec<Gene>)> {
+    if by_gene.len() < 3 {
+        return None;
+    }
+    let seeds: Vec<Vec<u64>> = by_gene
+        .values()
+        .map(|rs| rs.iter().map(|r| r.seed).collect())
+        .collect();
+    if seeds.iter().any(|s| *s != seeds[0]) || seeds[0].len() < 2 {
+        return None;
+    }
+    let worst = by_gene
+        .values()
+        .flatten()
+        .filter_map(|r| r.val_ppl)
+        .fold(0.0f64, f64::max);
+    let groups: Vec<Vec<f64>> = by_gene
+        .values()
+        .map(|rs| {
+            rs.iter()
+                .map(|r| r.val_ppl.unwrap_or(worst * 1e3 + 1e6))
+                .collect()
+        })
+        .collect();
+    let f = stats::kgroups::friedman(&groups).ok()?;
+    let post = stats::kgroups::conover_friedman(&groups).ok()?;
+    let genes = by_gene.values().map(|rs| rs[0].gene).collect();
+    Some((f, post, genes))
 }
 
 fn compare_one(rs: &[&RunRow], base: &[&RunRow], opts: &Options) -> Comparison {
@@ -455,6 +492,30 @@ pub fn markdown(a: &Analysis, rows: &[RunRow], prov: &Provenance) -> String {
             "\nDifferences are gene − baseline (negative: the gene is better). BCa intervals: {} resamples, seed {}. The rank test is Wilcoxon (paired) or Mann–Whitney; it counts a diverged run as worse than every finished run, while means, t-tests, g, A12 and ASO use finished runs only. ASO ε_min < 0.2 means the gene almost stochastically dominates the baseline.",
             o.resamples, o.seed
         );
+    }
+    if let Some((f, post, genes)) = &a.friedman {
+        let _ = writeln!(s, "\n## All genes together\n");
+        let _ = writeln!(
+            s,
+            "Friedman test over {} genes × {} shared seeds (diverged runs rank worst): χ²({}) = {}, p = {}. Conover's post-hoc, Holm-adjusted over the {} pairs:\n",
+            genes.len(),
+            a.lines.first().map_or(0, |l| l.n),
+            f.df_between,
+            f2(f.statistic),
+            pfmt(f.pvalue),
+            post.len()
+        );
+        let _ = writeln!(s, "| gene | gene | Holm p | differ |\n|---|---|---:|---|");
+        for p in post {
+            let _ = writeln!(
+                s,
+                "| `{}` | `{}` | {} | {} |",
+                genes[p.a],
+                genes[p.b],
+                pfmt(p.pvalue),
+                if p.pvalue <= o.alpha { "yes" } else { "no" }
+            );
+        }
     }
     let _ = writeln!(s, "\n## Noise\n");
     let _ = writeln!(
