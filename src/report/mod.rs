@@ -262,7 +262,19 @@ fn blocked_test(
         })
         .collect();
     let f = stats::kgroups::friedman(&groups).ok()?;
-    let post = stats::kgroups::conover_friedman(&groups).ok()?;
+    // When every seed ranks the genes in the same order, Conover's variance term is 0 and
+    // its p-values collapse to 0 (as in scikit-posthocs): the post-hoc is left out.
+    let ranks: Vec<Vec<f64>> = (0..groups[0].len())
+        .map(|i| {
+            let row: Vec<f64> = groups.iter().map(|g| g[i]).collect();
+            stats::rank::rank_average(&row).0
+        })
+        .collect();
+    let post = if ranks.iter().all(|r| *r == ranks[0]) {
+        Vec::new()
+    } else {
+        stats::kgroups::conover_friedman(&groups).ok()?
+    };
     let genes = by_gene.values().map(|rs| rs[0].gene).collect();
     Some((f, post, genes))
 }
@@ -497,15 +509,25 @@ pub fn markdown(a: &Analysis, rows: &[RunRow], prov: &Provenance) -> String {
         let _ = writeln!(s, "\n## All genes together\n");
         let _ = writeln!(
             s,
-            "Friedman test over {} genes × {} shared seeds (diverged runs rank worst): χ²({}) = {}, p = {}. Conover's post-hoc, Holm-adjusted over the {} pairs:\n",
+            "Friedman test over {} genes × {} shared seeds (diverged runs rank worst): χ²({}) = {}, p = {}.",
             genes.len(),
             a.lines.first().map_or(0, |l| l.n),
             f.df_between,
             f2(f.statistic),
             pfmt(f.pvalue),
-            post.len()
         );
-        let _ = writeln!(s, "| gene | gene | Holm p | differ |\n|---|---|---:|---|");
+        if post.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nEvery seed ranks the genes in the same order, however small the gaps; Conover's post-hoc degenerates then (its variance term is 0) and is not shown. Judge pairs by the comparisons above."
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "Conover's post-hoc, Holm-adjusted over the {} pairs:\n\n| gene | gene | Holm p | differ |\n|---|---|---:|---|",
+                post.len()
+            );
+        }
         for p in post {
             let _ = writeln!(
                 s,

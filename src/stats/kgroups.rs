@@ -138,6 +138,8 @@ pub struct PairP {
 /// `posthoc_conover_friedman`): within-block average ranks, rank sums Rⱼ,
 /// t = |Rᵢ − Rⱼ| / √(A·B) on (n−1)(k−1) degrees of freedom, two-sided; p-values Holm-adjusted
 /// over the k(k−1)/2 pairs (`p_adjust='holm'`). Pairs in order (0,1), (0,2), …
+/// As in scikit-posthocs, when every block ranks the groups identically B = 0 and every
+/// p-value is 0 (the statistic degenerates); callers should say so rather than print it.
 pub fn conover_friedman(groups: &[Vec<f64>]) -> anyhow::Result<Vec<PairP>> {
     let k = groups.len();
     anyhow::ensure!(k >= 2, "a post-hoc test needs at least 2 groups");
