@@ -162,6 +162,24 @@ fn i64s(v: impl Iterator<Item = u64>) -> Vec<i64> {
     v.map(|x| x as i64).collect()
 }
 
+/// A float column of `rows`.
+fn fcol<R>(name: &str, rows: &[R], f: impl Fn(&R) -> f64) -> Column {
+    col(name, rows.iter().map(f).collect::<Vec<f64>>())
+}
+
+/// A nullable float column of `rows`.
+fn ocol<R>(name: &str, rows: &[R], f: impl Fn(&R) -> Option<f64>) -> Column {
+    col(name, rows.iter().map(f).collect::<Vec<Option<f64>>>())
+}
+
+/// The training settings, by preset name, in the order of their columns.
+fn config_keys() -> Vec<String> {
+    match serde_json::to_value(crate::train::Preset::Smoke.config()) {
+        Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
 fn config_columns(configs: &[&TrainConfig]) -> Result<Vec<Column>> {
     let objs: Vec<serde_json::Map<String, serde_json::Value>> = configs
         .iter()
@@ -170,12 +188,7 @@ fn config_columns(configs: &[&TrainConfig]) -> Result<Vec<Column>> {
             _ => Err(anyhow!("configuration does not serialise to an object")),
         })
         .collect::<Result<_>>()?;
-    let keys: Vec<String> = serde_json::to_value(crate::train::Preset::Smoke.config())?
-        .as_object()
-        .expect("object")
-        .keys()
-        .cloned()
-        .collect();
+    let keys = config_keys();
     let mut out = Vec::new();
     for k in keys {
         if FLOAT_FIELDS.contains(&k.as_str()) {
@@ -220,28 +233,11 @@ pub fn runs_frame(rows: &[RunRow]) -> Result<DataFrame> {
                 .map(|r| r.diverged_at.map(|d| d as i64))
                 .collect::<Vec<Option<i64>>>(),
         ),
-        col(
-            "train_loss",
-            rows.iter().map(|r| r.train_loss).collect::<Vec<f64>>(),
-        ),
-        col(
-            "val_ppl",
-            rows.iter().map(|r| r.val_ppl).collect::<Vec<Option<f64>>>(),
-        ),
-        col(
-            "test_ppl",
-            rows.iter()
-                .map(|r| r.test_ppl)
-                .collect::<Vec<Option<f64>>>(),
-        ),
-        col(
-            "tokens_per_s",
-            rows.iter().map(|r| r.tokens_per_s).collect::<Vec<f64>>(),
-        ),
-        col(
-            "wall_s",
-            rows.iter().map(|r| r.wall_s).collect::<Vec<f64>>(),
-        ),
+        fcol("train_loss", rows, |r| r.train_loss),
+        ocol("val_ppl", rows, |r| r.val_ppl),
+        ocol("test_ppl", rows, |r| r.test_ppl),
+        fcol("tokens_per_s", rows, |r| r.tokens_per_s),
+        fcol("wall_s", rows, |r| r.wall_s),
         col("device", s(&|r| r.device.clone())),
         col("threads", i64s(rows.iter().map(|r| r.threads))),
         col("replicas", i64s(rows.iter().map(|r| r.replicas))),
@@ -266,14 +262,8 @@ pub fn curves_frame(rows: &[CurveRow]) -> Result<DataFrame> {
             rows.iter().map(|r| r.unit_id.clone()).collect::<Vec<_>>(),
         ),
         col("step", i64s(rows.iter().map(|r| r.step))),
-        col(
-            "train_loss",
-            rows.iter().map(|r| r.train_loss).collect::<Vec<f64>>(),
-        ),
-        col(
-            "val_ppl",
-            rows.iter().map(|r| r.val_ppl).collect::<Vec<Option<f64>>>(),
-        ),
+        fcol("train_loss", rows, |r| r.train_loss),
+        ocol("val_ppl", rows, |r| r.val_ppl),
     ])?)
 }
 
@@ -294,10 +284,7 @@ pub fn generations_frame(rows: &[GenerationRow]) -> Result<DataFrame> {
             "operator",
             rows.iter().map(|r| r.operator.clone()).collect::<Vec<_>>(),
         ),
-        col(
-            "fitness",
-            rows.iter().map(|r| r.fitness).collect::<Vec<f64>>(),
-        ),
+        fcol("fitness", rows, |r| r.fitness),
         col("n_seeds", i64s(rows.iter().map(|r| r.n_seeds))),
     ])?)
 }
@@ -318,12 +305,7 @@ fn floats(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>> {
 /// Reads runs rows back from a `runs.parquet`-shaped frame.
 pub fn runs_from_frame(df: &DataFrame) -> Result<Vec<RunRow>> {
     let n = df.height();
-    let keys: Vec<String> = serde_json::to_value(crate::train::Preset::Smoke.config())?
-        .as_object()
-        .expect("object")
-        .keys()
-        .cloned()
-        .collect();
+    let keys = config_keys();
     let mut cfg_objs = vec![serde_json::Map::new(); n];
     for k in &keys {
         if FLOAT_FIELDS.contains(&k.as_str()) {
