@@ -971,8 +971,7 @@ fn cmd_power(
     }
     let jn = compare::jnum;
     match (effect, n, power) {
-        (Some(d), Some(_), Some(_)) => {
-            let _ = d;
+        (Some(_), Some(_), Some(_)) => {
             bail!("give two of --effect, --n, --power; the third is computed")
         }
         (Some(d), n, p) if n.is_some() || p.is_some() => {
@@ -1125,10 +1124,7 @@ fn cmd_run(a: &RunArgs, threads_per_job: usize, jobs: usize) -> Result<()> {
     study::store::write_atomic(&store.dir.join("meta.json"), |f| {
         serde_json::to_writer_pretty(&mut *f, &meta).map_err(Into::into)
     })?;
-    let dev_name = match &device {
-        Device::Cpu => "cpu".to_string(),
-        d => device_name(d),
-    };
+    let dev_name = device_name(&device);
     eprintln!(
         "study {} ({}, preset {}): store {}, {jobs} job(s) × {threads_per_job} thread(s) on {dev_name}{}",
         study.name,

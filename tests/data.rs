@@ -7,27 +7,8 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The real data directory, or None when it is absent outside CI. Under CI (CI set) a
-/// missing directory fails the test instead of skipping it.
-fn real_data() -> Option<PathBuf> {
-    let dir = std::env::var_os(data::DATA_ENV).map(PathBuf::from);
-    match dir {
-        Some(d) if d.join("train.txt").is_file() => Some(d),
-        _ => {
-            if std::env::var_os("CI").is_some() {
-                panic!(
-                    "CI is set but {} does not name a WikiText-2 directory ({dir:?})",
-                    data::DATA_ENV
-                );
-            }
-            eprintln!(
-                "skipping: set {} to the WikiText-2 directory to run this test",
-                data::DATA_ENV
-            );
-            None
-        }
-    }
-}
+mod common;
+use common::real_data;
 
 #[test]
 fn wikitext2_counts_match_the_published_statistics() {

@@ -7,17 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_evoattn")
 }
 
 fn data_available() -> bool {
-    let dir = evoattn::data::resolve_data_dir(None);
-    let ok = evoattn::data::check_data_dir(&dir).is_ok();
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("WikiText-2 missing at {} under CI", dir.display());
-    }
-    ok
+    common::real_data().is_some()
 }
 
 fn tmp(name: &str) -> PathBuf {

@@ -591,15 +591,9 @@ pub fn markdown(a: &Analysis, rows: &[RunRow], prov: &Provenance) -> String {
         );
     }
     let _ = writeln!(s, "\n## Reproducibility\n");
-    let mut commits: Vec<&str> = rows.iter().map(|r| r.git_commit.as_str()).collect();
-    commits.sort_unstable();
-    commits.dedup();
-    let mut devices: Vec<&str> = rows.iter().map(|r| r.device.as_str()).collect();
-    devices.sort_unstable();
-    devices.dedup();
-    let mut fps: Vec<&str> = rows.iter().map(|r| r.data_fingerprint.as_str()).collect();
-    fps.sort_unstable();
-    fps.dedup();
+    let commits = distinct(rows, |r| &r.git_commit);
+    let devices = distinct(rows, |r| &r.device);
+    let fps = distinct(rows, |r| &r.data_fingerprint);
     let _ = writeln!(s, "- Command: `{}`", prov.command);
     let _ = writeln!(s, "- Study file SHA-256: `{}`", prov.study_sha256);
     let _ = writeln!(
@@ -628,6 +622,14 @@ pub fn markdown(a: &Analysis, rows: &[RunRow], prov: &Provenance) -> String {
             .join(", ")
     );
     s
+}
+
+/// The distinct values of a text field of `rows`, sorted.
+fn distinct<'r>(rows: &'r [RunRow], f: impl Fn(&'r RunRow) -> &'r String) -> Vec<&'r str> {
+    let mut v: Vec<&str> = rows.iter().map(|r| f(r).as_str()).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// `tests.parquet`: every comparison with all its statistics.

@@ -79,10 +79,29 @@ pub fn initial_population(spec: &EvolveSpec) -> Vec<Individual> {
         .collect()
 }
 
-fn mutate_one<T: Copy + PartialEq>(rng: &mut ChaCha8Rng, all: &[T], v: T) -> T {
-    // A mutation always changes the value: draw among the other values.
-    let others: Vec<T> = all.iter().copied().filter(|&x| x != v).collect();
-    others[rng.random_range(0..others.len())]
+/// Uniform crossover of one component: either parent's value with probability ½.
+fn pick<T>(rng: &mut ChaCha8Rng, a: T, b: T) -> T {
+    if rng.random_bool(0.5) {
+        a
+    } else {
+        b
+    }
+}
+
+/// With probability `rate`, replaces `v` by a *different* value drawn uniformly from the
+/// others; returns whether it did.
+fn maybe_mutate<T: Copy + PartialEq>(
+    rng: &mut ChaCha8Rng,
+    rate: f64,
+    all: &[T],
+    v: &mut T,
+) -> bool {
+    if !rng.random_bool(rate) {
+        return false;
+    }
+    let others: Vec<T> = all.iter().copied().filter(|x| x != v).collect();
+    *v = others[rng.random_range(0..others.len())];
+    true
 }
 
 /// The offspring of generation `generation` (≥ 1) from `elites`: each picks two parents
@@ -107,44 +126,20 @@ pub fn offspring(spec: &EvolveSpec, generation: usize, elites: &[Gene]) -> Vec<I
         };
         let (a, b) = (elites[i], elites[j]);
         let mut g = Gene {
-            similarity: if rng.random_bool(0.5) {
-                a.similarity
-            } else {
-                b.similarity
-            },
-            normalization: if rng.random_bool(0.5) {
-                a.normalization
-            } else {
-                b.normalization
-            },
-            gating: if rng.random_bool(0.5) {
-                a.gating
-            } else {
-                b.gating
-            },
-            temperature: if rng.random_bool(0.5) {
-                a.temperature
-            } else {
-                b.temperature
-            },
+            similarity: pick(&mut rng, a.similarity, b.similarity),
+            normalization: pick(&mut rng, a.normalization, b.normalization),
+            gating: pick(&mut rng, a.gating, b.gating),
+            temperature: pick(&mut rng, a.temperature, b.temperature),
         };
-        let mut mutated = false;
-        if rng.random_bool(spec.mutation_rate) {
-            g.similarity = mutate_one(&mut rng, Similarity::ALL, g.similarity);
-            mutated = true;
-        }
-        if rng.random_bool(spec.mutation_rate) {
-            g.normalization = mutate_one(&mut rng, Normalization::ALL, g.normalization);
-            mutated = true;
-        }
-        if rng.random_bool(spec.mutation_rate) {
-            g.gating = mutate_one(&mut rng, Gating::ALL, g.gating);
-            mutated = true;
-        }
-        if rng.random_bool(spec.mutation_rate) {
-            g.temperature = mutate_one(&mut rng, Temperature::ALL, g.temperature);
-            mutated = true;
-        }
+        let rate = spec.mutation_rate;
+        // An array, not `||`: every component draws, in order, whatever the others did.
+        let mutated = [
+            maybe_mutate(&mut rng, rate, Similarity::ALL, &mut g.similarity),
+            maybe_mutate(&mut rng, rate, Normalization::ALL, &mut g.normalization),
+            maybe_mutate(&mut rng, rate, Gating::ALL, &mut g.gating),
+            maybe_mutate(&mut rng, rate, Temperature::ALL, &mut g.temperature),
+        ]
+        .contains(&true);
         out.push(Individual {
             gene: g,
             parents: vec![a, b],

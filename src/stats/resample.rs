@@ -271,6 +271,31 @@ mod tests {
     }
 
     #[test]
+    fn probability_of_improvement_interval() {
+        // Lower is better: x beats y in 20 of 25 pairs, so P(improvement) = 0.8.
+        let x = [1.0, 2.0, 3.0, 4.0, 10.0];
+        let y = [5.0, 6.0, 7.0, 8.0, 9.0];
+        let stat = prob_improvement_stat(false);
+        assert!((stat(&x, &y) - 0.8).abs() < 1e-12);
+        let ci = bootstrap_ci(
+            &x,
+            &y,
+            Design::Independent,
+            &stat,
+            Spec {
+                method: Method::Percentile,
+                resamples: 2000,
+                level: 0.9,
+                seed: 1,
+            },
+        );
+        assert!(
+            0.0 <= ci.low && ci.low < 0.8 && 0.8 < ci.high && ci.high <= 1.0,
+            "{ci:?}"
+        );
+    }
+
+    #[test]
     fn percentile_matches_numpy_linear() {
         let s = [1.0, 2.0, 4.0, 8.0];
         assert_eq!(percentile_sorted(&s, 50.0), 3.0);

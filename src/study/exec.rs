@@ -70,7 +70,6 @@ struct Shared<'s> {
     claims: Mutex<Vec<Claim>>,
     stop: AtomicBool,
     error: Mutex<Option<anyhow::Error>>,
-    done_units: Mutex<usize>,
     trained: Mutex<usize>,
 }
 
@@ -148,7 +147,6 @@ impl<'a> Executor<'a> {
             claims: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             error: Mutex::new(None),
-            done_units: Mutex::new(0),
             trained: Mutex::new(0),
         };
         let ctx = RowContext {
@@ -320,9 +318,8 @@ fn worker(
             .retain(|c| c.path != claim.path);
         match outcome {
             Ok(runs) => {
-                *shared.trained.lock().expect("trained") += runs.len();
                 let n = {
-                    let mut d = shared.done_units.lock().expect("done");
+                    let mut d = shared.trained.lock().expect("trained");
                     *d += runs.len();
                     *d
                 };
