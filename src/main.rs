@@ -1105,11 +1105,11 @@ fn cmd_run(a: &RunArgs, threads_per_job: usize, jobs: usize) -> Result<()> {
     let device = parse_device(&a.device)?;
     let external = study::resolve_external(&study, &a.store)?;
     let corpus = load_corpus_for(&study, a.data.as_deref())?;
-    let planner = Planner {
-        config: study.config.clone(),
-        data_fingerprint: corpus.fingerprint(),
-        max_replicas: study.max_replicas,
-    };
+    let planner = Planner::new(
+        study.config.clone(),
+        corpus.fingerprint(),
+        study.max_replicas,
+    );
     let store = Store::open(&a.store, &study.name)?;
     let meta = json!({
         "study": study.name, "kind": study.kind.as_str(), "study_file": a.study.display().to_string(),
@@ -1153,15 +1153,12 @@ fn cmd_run(a: &RunArgs, threads_per_job: usize, jobs: usize) -> Result<()> {
         earlier: Default::default(),
     };
     let driven = study::drive(&study, external, &mut exec)?;
-    let order = driven.unit_ids(&exec.planner);
+    let order = driven.unit_ids();
     let n = exec.store.consolidate(&order)?;
     if let Some(ev) = &driven.evolve {
         exec.store.write_generations(&ev.rows)?;
     }
-    println!(
-        "{}",
-        study::summary_table(&driven, &exec.store, &exec.planner)
-    );
+    println!("{}", study::summary_table(&driven, &exec.store));
     eprintln!(
         "{} unit(s) trained now, {} reused from the store; {n} row(s) in {} ({:.0} s)",
         exec.trained,
@@ -1258,11 +1255,7 @@ fn cmd_status(a: &StatusArgs) -> Result<()> {
     };
     let mut runner = study::StatusRunner {
         store,
-        planner: Planner {
-            config: study.config.clone(),
-            data_fingerprint: fingerprint,
-            max_replicas: study.max_replicas,
-        },
+        planner: Planner::new(study.config.clone(), fingerprint, study.max_replicas),
         counts: vec![],
         earlier: Default::default(),
     };

@@ -12,6 +12,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
 
+pub mod tune;
+
 /// How an individual came to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operator {
@@ -48,7 +50,7 @@ pub struct Individual {
     pub operator: Operator,
 }
 
-fn rng_for(seed: u64, tag: &str) -> ChaCha8Rng {
+pub(crate) fn rng_for(seed: u64, tag: &str) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(derive_seed(seed, tag))
 }
 

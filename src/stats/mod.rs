@@ -13,6 +13,7 @@ pub mod anova2;
 pub mod aso;
 pub mod compare;
 pub mod effect;
+pub mod expected;
 pub mod kgroups;
 pub mod multitest;
 pub mod noise;

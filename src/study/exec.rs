@@ -369,14 +369,15 @@ fn run_pack(
     let started_at = now_rfc3339();
     bar.set_prefix(format!("{} seeds {:?}", pack.gene, seeds));
     bar.set_position(0);
-    bar.set_length(ctx.planner.config.steps as u64);
+    let config = ctx.planner.config_for(pack.gene);
+    bar.set_length(config.steps as u64);
     let mut cb = |p: Progress| {
         bar.set_position(p.step as u64);
         bar.set_message(format!("loss {:.3}  {:.0} tok/s", p.loss, p.tokens_per_s));
     };
     let out = train::train(
         pack.gene,
-        &ctx.planner.config,
+        config,
         corpus,
         &seeds,
         &ctx.opts.device,
@@ -399,7 +400,7 @@ fn run_pack(
             gene: pack.gene,
             seed: s.seed,
             preset: ctx.preset.to_string(),
-            config: ctx.planner.config.clone(),
+            config: config.clone(),
             params_total: out.params_total as u64,
             params_nonembed: out.params_nonembed as u64,
             diverged_at: s.diverged_at.map(|d| d as u64),

@@ -29,6 +29,8 @@ pub trait Runner {
     fn store(&self) -> &Store;
     /// The planner.
     fn planner(&self) -> &Planner;
+    /// The planner, to switch configurations (tune trials, tuned replications).
+    fn planner_mut(&mut self) -> &mut Planner;
 }
 
 impl Runner for exec::Executor<'_> {
@@ -41,6 +43,9 @@ impl Runner for exec::Executor<'_> {
     fn planner(&self) -> &Planner {
         &self.planner
     }
+    fn planner_mut(&mut self) -> &mut Planner {
+        &mut self.planner
+    }
 }
 
 /// A stage and what it asked for.
@@ -50,6 +55,10 @@ pub struct Stage {
     pub name: String,
     /// (gene, seed) in order of first request.
     pub requests: Vec<(Gene, u64)>,
+    /// The unit id of each request (configurations may differ between requests).
+    pub ids: Vec<String>,
+    /// The tune trial of each request (0 outside tune studies).
+    pub trials: Vec<usize>,
     /// Every request is finished.
     pub complete: bool,
 }
@@ -65,15 +74,31 @@ pub struct Driven {
     pub complete: bool,
 }
 
+impl Stage {
+    /// A stage of `requests` under the runner's current configuration.
+    fn new(name: &str, requests: Vec<(Gene, u64)>, planner: &Planner, complete: bool) -> Stage {
+        Stage {
+            name: name.into(),
+            ids: requests
+                .iter()
+                .map(|&(g, s)| planner.unit(g, s).id)
+                .collect(),
+            trials: vec![0; requests.len()],
+            requests,
+            complete,
+        }
+    }
+}
+
 impl Driven {
     /// Unit ids of every request, in order (search first), without repeats.
-    pub fn unit_ids(&self, planner: &Planner) -> Vec<String> {
+    pub fn unit_ids(&self) -> Vec<String> {
         let mut seen = std::collections::HashSet::new();
         self.stages
             .iter()
-            .flat_map(|s| s.requests.iter())
-            .map(|&(g, s)| planner.unit(g, s).id)
-            .filter(|id| seen.insert(id.clone()))
+            .flat_map(|s| s.ids.iter())
+            .filter(|id| seen.insert(id.to_string()))
+            .cloned()
             .collect()
     }
 }
@@ -92,36 +117,85 @@ pub fn top_genes<'r>(rows: impl IntoIterator<Item = &'r RunRow>, k: usize) -> Ve
     search::select_elites(&scored, k)
 }
 
-/// Resolves `from = { study = OTHER, top = K }` against OTHER's `runs.parquet` under `root`
-/// (before anything is written). `None` when the genes are listed or come from this study.
-pub fn resolve_external(study: &Study, root: &Path) -> Result<Option<Vec<Gene>>> {
+/// What a study takes from other studies' stores, resolved before anything is written.
+#[derive(Debug, Clone, Default)]
+pub struct External {
+    /// `from = { study = OTHER, top = K }`: OTHER's top K genes.
+    pub genes: Option<Vec<Gene>>,
+    /// `hparams = { from = TUNE }`: each tuned gene's best configuration in TUNE.
+    pub hparams: Option<std::collections::BTreeMap<Gene, crate::train::TrainConfig>>,
+}
+
+fn read_other(root: &Path, other: &str, at: &str, key: &str) -> Result<Vec<RunRow>> {
+    let path = root.join(other).join("runs.parquet");
+    if !path.exists() {
+        bail!(
+            "{at}: `{key}` names study `{other}`, but {} does not exist; run that study first (or pass the --store that holds it)",
+            path.display()
+        );
+    }
+    let rows = store::runs_from_frame(&store::read_parquet(&path)?)?;
+    if rows.is_empty() {
+        bail!(
+            "{at}: study `{other}` has no finished runs in {}",
+            path.display()
+        );
+    }
+    Ok(rows)
+}
+
+/// Resolves `from = { study = OTHER, top = K }` and `hparams = { from = TUNE }` against
+/// the other studies' `runs.parquet` under `root`.
+pub fn resolve_external(study: &Study, root: &Path) -> Result<External> {
     let Some(rep) = &study.replicate else {
-        return Ok(None);
+        return Ok(External::default());
     };
-    match &rep.genes {
+    let hparams = match &rep.hparams_from {
+        None => None,
+        Some((tune, at)) => {
+            let rows = read_other(root, tune, at, "hparams.from")?;
+            let best = search::tune::best_trials(&rows);
+            if best.is_empty() {
+                bail!("{at}: study `{tune}` has no tune runs (is it a kind = \"tune\" study?)");
+            }
+            let mut out = std::collections::BTreeMap::new();
+            for (g, t) in best {
+                if !t.fitness.is_finite() {
+                    bail!("{at}: every trial of `{g}` in `{tune}` diverged on some seed; there is no tuned configuration to replicate");
+                }
+                let c = search::tune::apply_tuned(&study.config, &t.config).map_err(|d| {
+                    anyhow::anyhow!("{at}: the tuned hyperparameters of `{tune}` do not transfer: {d}; use the same preset and overrides as the tune study")
+                })?;
+                out.insert(g, c);
+            }
+            Some(out)
+        }
+    };
+    let genes = match &rep.genes {
         GeneSource::Top {
             study: other,
             top,
             at,
         } if *other != study.name => {
-            let path = root.join(other).join("runs.parquet");
-            if !path.exists() {
-                bail!(
-                    "{at}: `from` names study `{other}`, but {} does not exist; run that study first (or pass the --store that holds it)",
-                    path.display()
-                );
-            }
-            let rows = store::runs_from_frame(&store::read_parquet(&path)?)?;
-            if rows.is_empty() {
-                bail!(
-                    "{at}: study `{other}` has no finished runs in {}",
-                    path.display()
-                );
-            }
-            Ok(Some(top_genes(&rows, *top)))
+            let rows = read_other(root, other, at, "from")?;
+            Some(top_genes(&rows, *top))
         }
-        _ => Ok(None),
+        _ => None,
+    };
+    if let (Some(h), Some((tune, at))) = (&hparams, &rep.hparams_from) {
+        let mut genes: Vec<Gene> = match (&genes, &rep.genes) {
+            (Some(g), _) => g.clone(),
+            (None, GeneSource::List(g)) => g.clone(),
+            _ => vec![],
+        };
+        if rep.include_baseline {
+            genes.push(Gene::BASELINE);
+        }
+        if let Some(g) = genes.iter().find(|g| !h.contains_key(g)) {
+            bail!("{at}: gene `{g}` was not tuned in `{tune}`; add it to that study's [tune] genes or drop it here");
+        }
     }
+    Ok(External { genes, hparams })
 }
 
 fn scores_of(store: &Store, planner: &Planner, requests: &[(Gene, u64)]) -> Scores {
@@ -135,11 +209,7 @@ fn scores_of(store: &Store, planner: &Planner, requests: &[(Gene, u64)]) -> Scor
 }
 
 /// Walks the study's stages through `runner`. `external` is what [`resolve_external`] gave.
-pub fn drive(
-    study: &Study,
-    external: Option<Vec<Gene>>,
-    runner: &mut dyn Runner,
-) -> Result<Driven> {
+pub fn drive(study: &Study, external: External, runner: &mut dyn Runner) -> Result<Driven> {
     let mut out = Driven {
         complete: true,
         ..Default::default()
@@ -160,11 +230,12 @@ pub fn drive(
             })?;
             let complete = outcome.complete
                 || (outcome.stopped_by_cap && outcome.pending_generation.is_none());
-            out.stages.push(Stage {
-                name: "search".into(),
-                requests: outcome.requests.clone(),
+            out.stages.push(Stage::new(
+                "search",
+                outcome.requests.clone(),
+                runner.planner(),
                 complete,
-            });
+            ));
             out.complete &= complete;
             out.evolve = Some(outcome);
         }
@@ -175,17 +246,47 @@ pub fn drive(
                 .flat_map(|g| study.seeds.iter().map(move |&s| (g, s)))
                 .collect();
             let complete = runner.ensure("search", &requests, self_ranked)?;
-            out.stages.push(Stage {
-                name: "search".into(),
-                requests,
-                complete,
-            });
+            out.stages
+                .push(Stage::new("search", requests, runner.planner(), complete));
+            out.complete &= complete;
+        }
+        Kind::Tune => {
+            let t = study.tune.as_ref().expect("validated");
+            let configs = search::tune::trial_configs(&study.config, &t.ranges, t.trials, t.seed);
+            let mut stage = Stage::new("tune", vec![], runner.planner(), true);
+            for (i, cfg) in configs.into_iter().enumerate() {
+                runner.planner_mut().config = cfg;
+                let requests: Vec<(Gene, u64)> = t
+                    .genes
+                    .iter()
+                    .flat_map(|&g| study.seeds.iter().map(move |&s| (g, s)))
+                    .collect();
+                stage.complete &= runner.ensure("tune", &requests, false)?;
+                let part = Stage::new("tune", requests, runner.planner(), true);
+                stage.ids.extend(part.ids);
+                stage.trials.extend(vec![i; part.requests.len()]);
+                stage.requests.extend(part.requests);
+            }
+            runner.planner_mut().config = study.config.clone();
+            out.complete &= stage.complete;
+            out.stages.push(stage);
+        }
+        Kind::Ablate => {
+            let a = study.ablate.as_ref().expect("validated");
+            let requests: Vec<(Gene, u64)> = a
+                .genes()
+                .into_iter()
+                .flat_map(|g| study.seeds.iter().map(move |&s| (g, s)))
+                .collect();
+            let complete = runner.ensure("ablate", &requests, false)?;
+            out.stages
+                .push(Stage::new("ablate", requests, runner.planner(), complete));
             out.complete &= complete;
         }
         Kind::Replicate => {}
     }
     if let Some(rep) = &study.replicate {
-        let mut genes: Vec<Gene> = match (&rep.genes, external) {
+        let mut genes: Vec<Gene> = match (&rep.genes, external.genes) {
             (GeneSource::List(g), _) => g.clone(),
             (GeneSource::Top { .. }, Some(g)) => g,
             (GeneSource::Top { top, .. }, None) => {
@@ -208,12 +309,16 @@ pub fn drive(
             .iter()
             .flat_map(|&g| rep.seeds.iter().map(move |&s| (g, s)))
             .collect();
+        if let Some(h) = external.hparams {
+            runner.planner_mut().per_gene = h;
+        }
         let complete = runner.ensure("replicate", &requests, false)?;
-        out.stages.push(Stage {
-            name: "replicate".into(),
+        out.stages.push(Stage::new(
+            "replicate",
             requests,
+            runner.planner(),
             complete,
-        });
+        ));
         out.complete &= complete;
     }
     Ok(out)
@@ -282,6 +387,9 @@ impl Runner for StatusRunner {
     fn planner(&self) -> &Planner {
         &self.planner
     }
+    fn planner_mut(&mut self) -> &mut Planner {
+        &mut self.planner
+    }
 }
 
 /// Mean and sample sd of the finite values.
@@ -300,31 +408,39 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 }
 
 /// The end-of-run summary: per stage, per gene (best mean validation ppl first).
-pub fn summary_table(driven: &Driven, store: &Store, planner: &Planner) -> String {
+pub fn summary_table(driven: &Driven, store: &Store) -> String {
     let mut s = String::new();
     for stage in &driven.stages {
-        let mut genes: Vec<Gene> = Vec::new();
-        for &(g, _) in &stage.requests {
-            if !genes.contains(&g) {
-                genes.push(g);
+        let mut genes: Vec<(Gene, usize)> = Vec::new();
+        for (&(g, _), &t) in stage.requests.iter().zip(&stage.trials) {
+            if !genes.contains(&(g, t)) {
+                genes.push((g, t));
             }
         }
+        let tuned = stage.trials.iter().any(|&t| t > 0);
         let mut lines = Vec::new();
-        for g in genes {
+        for (g, t) in genes {
             let rows: Vec<&RunRow> = stage
                 .requests
                 .iter()
-                .filter(|r| r.0 == g)
-                .filter_map(|&(g, s)| store.run(&planner.unit(g, s).id))
+                .zip(&stage.trials)
+                .zip(&stage.ids)
+                .filter(|((r, tr), _)| r.0 == g && **tr == t)
+                .filter_map(|(_, id)| store.run(id))
                 .collect();
+            let label = if tuned {
+                format!("{g} (trial {t})")
+            } else {
+                g.to_string()
+            };
             let vals: Vec<f64> = rows.iter().filter_map(|r| r.val_ppl).collect();
             let tests: Vec<f64> = rows.iter().filter_map(|r| r.test_ppl).collect();
             let diverged = rows.iter().filter(|r| r.diverged_at.is_some()).count();
             let (m, sd) = mean_sd(&vals);
             let (tm, _) = mean_sd(&tests);
-            lines.push((m, g, rows.len(), diverged, sd, tm));
+            lines.push((m, label, rows.len(), diverged, sd, tm));
         }
-        lines.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.index().cmp(&b.1.index())));
+        lines.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         s.push_str(&format!(
             "\n{} ({} gene(s)){}\n{:<44} {:>4} {:>5} {:>16} {:>9}\n",
             stage.name,
@@ -340,7 +456,7 @@ pub fn summary_table(driven: &Driven, store: &Store, planner: &Planner) -> Strin
             "val ppl (± sd)",
             "test ppl"
         ));
-        let shown = if stage.name == "search" {
+        let shown = if stage.name == "search" || stage.name == "tune" {
             10
         } else {
             usize::MAX
@@ -360,11 +476,7 @@ pub fn summary_table(driven: &Driven, store: &Store, planner: &Planner) -> Strin
             };
             s.push_str(&format!(
                 "{:<44} {:>4} {:>5} {:>16} {:>9}\n",
-                g.to_string(),
-                n,
-                d,
-                val,
-                test
+                g, n, d, val, test
             ));
         }
         if lines.len() > shown {

@@ -49,11 +49,14 @@ impl Pack {
     }
 }
 
-/// Planner for one configuration and data set.
+/// Planner for one data set: a default configuration, optionally one per gene (a
+/// replication with each gene's tuned hyperparameters).
 #[derive(Debug, Clone)]
 pub struct Planner {
-    /// Training configuration of every unit.
+    /// Training configuration of every unit whose gene has no entry in `per_gene`.
     pub config: TrainConfig,
+    /// Configurations of particular genes.
+    pub per_gene: std::collections::BTreeMap<Gene, TrainConfig>,
     /// Data fingerprint ([`crate::data::Corpus::fingerprint`]).
     pub data_fingerprint: String,
     /// Most units per pack.
@@ -61,10 +64,25 @@ pub struct Planner {
 }
 
 impl Planner {
+    /// A planner with one configuration for every gene.
+    pub fn new(config: TrainConfig, data_fingerprint: String, max_replicas: usize) -> Planner {
+        Planner {
+            config,
+            per_gene: Default::default(),
+            data_fingerprint,
+            max_replicas,
+        }
+    }
+
+    /// The configuration `gene` trains with.
+    pub fn config_for(&self, gene: Gene) -> &TrainConfig {
+        self.per_gene.get(&gene).unwrap_or(&self.config)
+    }
+
     /// The unit of (`gene`, `seed`).
     pub fn unit(&self, gene: Gene, seed: u64) -> Unit {
         Unit {
-            id: unit_id(gene, &self.config, &self.data_fingerprint, seed),
+            id: unit_id(gene, self.config_for(gene), &self.data_fingerprint, seed),
             gene,
             seed,
         }
@@ -121,11 +139,7 @@ mod tests {
     use crate::train::Preset;
 
     fn planner() -> Planner {
-        Planner {
-            config: Preset::Smoke.config(),
-            data_fingerprint: "abc".into(),
-            max_replicas: 2,
-        }
+        Planner::new(Preset::Smoke.config(), "abc".into(), 2)
     }
 
     #[test]
@@ -141,6 +155,17 @@ mod tests {
         cfg.lr *= 2.0;
         assert_ne!(base, unit_id(g, &cfg, "abc", 1));
         assert_ne!(base, unit_id(g, &p.config, "abd", 1));
+        let mut q = p.clone();
+        q.per_gene.insert(Gene::PUBLISHED_WINNER, cfg);
+        assert_eq!(
+            base,
+            q.unit(g, 1).id,
+            "another gene's configuration does not matter"
+        );
+        assert_ne!(
+            p.unit(Gene::PUBLISHED_WINNER, 1).id,
+            q.unit(Gene::PUBLISHED_WINNER, 1).id
+        );
     }
 
     #[test]

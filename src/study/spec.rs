@@ -20,6 +20,10 @@ pub enum Kind {
     RandomSearch,
     /// An explicit gene list (or another study's top K) on a common seed list.
     Replicate,
+    /// The same random search over training hyperparameters for each listed gene.
+    Tune,
+    /// A full factorial over chosen components of a base gene.
+    Ablate,
 }
 
 impl Kind {
@@ -29,6 +33,8 @@ impl Kind {
             Kind::Evolve => "evolve",
             Kind::RandomSearch => "random_search",
             Kind::Replicate => "replicate",
+            Kind::Tune => "tune",
+            Kind::Ablate => "ablate",
         }
     }
 }
@@ -92,6 +98,109 @@ impl Default for RandomSearchSpec {
     }
 }
 
+/// `[tune]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTune {
+    genes: Vec<Spanned<String>>,
+    #[serde(default = "default_trials")]
+    trials: usize,
+    #[serde(default)]
+    seed: u64,
+    lr: Option<[f64; 2]>,
+    warmup: Option<[usize; 2]>,
+    weight_decay: Option<[f64; 2]>,
+    beta2: Option<[f64; 2]>,
+}
+
+fn default_trials() -> usize {
+    20
+}
+
+/// A validated `[tune]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tune {
+    /// Genes, each tuned with the same trials.
+    pub genes: Vec<Gene>,
+    /// Trials per gene (each over every seed of `seeds`).
+    pub trials: usize,
+    /// Seed of the draw of the trial configurations.
+    pub seed: u64,
+    /// Ranges searched.
+    pub ranges: crate::search::tune::Ranges,
+}
+
+/// `[ablate]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAblate {
+    base: Spanned<String>,
+    similarity: Option<Spanned<Vec<String>>>,
+    normalization: Option<Spanned<Vec<String>>>,
+    gating: Option<Spanned<Vec<String>>>,
+    temperature: Option<Spanned<Vec<String>>>,
+}
+
+/// The four components in gene order.
+pub const COMPONENTS: [&str; 4] = ["similarity", "normalization", "gating", "temperature"];
+
+/// A validated `[ablate]`: a full factorial over `factors`, the rest fixed to `base`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ablation {
+    /// The gene the other components come from.
+    pub base: Gene,
+    /// (component, levels) in gene order.
+    pub factors: Vec<(String, Vec<String>)>,
+}
+
+/// `gene` with component `component` set to `value`.
+pub fn with_component(gene: Gene, component: &str, value: &str) -> Result<Gene, String> {
+    let pos = COMPONENTS
+        .iter()
+        .position(|c| *c == component)
+        .ok_or_else(|| format!("unknown component `{component}`"))?;
+    let text = gene.to_string();
+    let mut parts: Vec<&str> = text.split('+').collect();
+    parts[pos] = value;
+    parts.join("+").parse::<Gene>().map_err(|e| e.to_string())
+}
+
+/// The value of `component` in `gene`.
+pub fn component_of(gene: Gene, component: &str) -> String {
+    let pos = COMPONENTS.iter().position(|c| *c == component).unwrap_or(0);
+    gene.to_string()
+        .split('+')
+        .nth(pos)
+        .unwrap_or("")
+        .to_string()
+}
+
+impl Ablation {
+    /// Every cell's gene, the first factor slowest.
+    pub fn genes(&self) -> Vec<Gene> {
+        let mut genes = vec![self.base];
+        for (comp, levels) in &self.factors {
+            genes = genes
+                .iter()
+                .flat_map(|g| {
+                    levels
+                        .iter()
+                        .map(move |l| with_component(*g, comp, l).expect("validated"))
+                })
+                .collect();
+        }
+        genes
+    }
+}
+
+/// `hparams = { from = "tune study" }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HparamsSpec {
+    /// The tune study whose best trial per gene supplies lr, warmup, weight decay and β₂.
+    pub from: String,
+}
+
 /// `from = { study = "…", top = K }`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,6 +225,8 @@ pub struct ReplicateSpec {
     /// Seeds of the replication when it follows a search in the same file (default
     /// 101..=110, disjoint from the search's seeds so the winner's lucky run is not reused).
     pub seeds: Option<Spanned<Vec<u64>>>,
+    /// Each gene's tuned hyperparameters from a tune study.
+    pub hparams: Option<Spanned<HparamsSpec>>,
 }
 
 fn yes() -> bool {
@@ -142,6 +253,8 @@ struct RawStudy {
     evolve: Option<Spanned<EvolveSpec>>,
     random_search: Option<Spanned<RandomSearchSpec>>,
     replicate: Option<Spanned<ReplicateSpec>>,
+    tune: Option<Spanned<RawTune>>,
+    ablate: Option<Spanned<RawAblate>>,
 }
 
 /// Where the genes of a replication come from, resolved against a store later.
@@ -169,6 +282,8 @@ pub struct Replication {
     pub include_baseline: bool,
     /// The common seed list.
     pub seeds: Vec<u64>,
+    /// `(tune study, where it was written)`: each gene trains with its tuned values.
+    pub hparams_from: Option<(String, String)>,
 }
 
 /// A validated study.
@@ -194,6 +309,10 @@ pub struct Study {
     pub random_search: Option<RandomSearchSpec>,
     /// The replication: the whole study (kind = replicate) or the stage after a search.
     pub replicate: Option<Replication>,
+    /// `[tune]` (kind = tune).
+    pub tune: Option<Tune>,
+    /// `[ablate]` (kind = ablate).
+    pub ablate: Option<Ablation>,
     /// The file it came from.
     pub path: PathBuf,
     /// SHA-256 of the file's bytes.
@@ -395,6 +514,39 @@ impl Study {
             (None, _) => None,
         };
 
+        let tune = match (&raw.tune, raw.kind) {
+            (Some(t), Kind::Tune) => Some(validate_tune(t, &config, &err)?),
+            (None, Kind::Tune) => {
+                return Err(err(
+                    None,
+                    "kind = \"tune\" needs a [tune] section with `genes = [...]` and at least one range, e.g. lr = [3e-4, 3e-3]".into(),
+                ))
+            }
+            (Some(t), _) => return Err(not_for(t.span(), "tune")),
+            (None, _) => None,
+        };
+        let ablate = match (&raw.ablate, raw.kind) {
+            (Some(a), Kind::Ablate) => Some(validate_ablate(a, &err)?),
+            (None, Kind::Ablate) => {
+                return Err(err(
+                    None,
+                    "kind = \"ablate\" needs an [ablate] section with `base = \"GENE\"` and level lists, e.g. gating = [\"none\", \"output_gate\"]".into(),
+                ))
+            }
+            (Some(a), _) => return Err(not_for(a.span(), "ablate")),
+            (None, _) => None,
+        };
+        if let (Some(r), Kind::Tune | Kind::Ablate) = (&raw.replicate, raw.kind) {
+            return Err(err(
+                Some(r.span()),
+                format!(
+                    "a {} study has no [replicate] stage; write a separate kind = \"replicate\" study (with `hparams = {{ from = \"{}\" }}` for tuned hyperparameters)",
+                    raw.kind.as_str(),
+                    name
+                ),
+            ));
+        }
+
         let replicate = match &raw.replicate {
             None if raw.kind == Kind::Replicate => {
                 return Err(err(
@@ -473,10 +625,24 @@ impl Study {
                     (None, Kind::Replicate) => seeds.clone(),
                     (None, _) => default_followup_seeds(),
                 };
+                let hparams_from = match &rs.hparams {
+                    Some(h) if h.get_ref().from == name => {
+                        return Err(err(
+                            Some(h.span()),
+                            "`hparams.from` must name a kind = \"tune\" study, not this one".into(),
+                        ))
+                    }
+                    Some(h) => {
+                        let (l, c) = line_col(text, h.span().start);
+                        Some((h.get_ref().from.clone(), format!("{}:{l}:{c}", path.display())))
+                    }
+                    None => None,
+                };
                 Some(Replication {
                     genes,
                     include_baseline: rs.include_baseline,
                     seeds,
+                    hparams_from,
                 })
             }
         };
@@ -493,10 +659,131 @@ impl Study {
             evolve,
             random_search,
             replicate,
+            tune,
+            ablate,
             path: path.to_path_buf(),
             file_sha256: hex::encode(sha2::Sha256::digest(text.as_bytes())),
         })
     }
+}
+
+type ErrFn<'a> = dyn Fn(Option<Range<usize>>, String) -> SpecError + 'a;
+
+fn validate_tune(
+    t: &Spanned<RawTune>,
+    config: &TrainConfig,
+    err: &ErrFn,
+) -> Result<Tune, SpecError> {
+    let at = Some(t.span());
+    let raw = t.get_ref();
+    let mut genes = Vec::new();
+    for g in &raw.genes {
+        let gene: Gene = g
+            .get_ref()
+            .parse()
+            .map_err(|e| err(Some(g.span()), format!("[tune] genes: {e}")))?;
+        if genes.contains(&gene) {
+            return Err(err(
+                Some(g.span()),
+                format!("[tune] gene `{gene}` is listed twice"),
+            ));
+        }
+        genes.push(gene);
+    }
+    if genes.is_empty() {
+        return Err(err(
+            at,
+            "[tune] genes is empty; list the genes to tune, e.g. [\"dot+softmax+none+fixed\"]"
+                .into(),
+        ));
+    }
+    if raw.trials == 0 {
+        return Err(err(at, "[tune] trials must be at least 1".into()));
+    }
+    let bad = |what: &str| Err(err(at.clone(), format!("[tune] {what}")));
+    if let Some([lo, hi]) = raw.lr {
+        if !(lo > 0.0 && lo <= hi && hi.is_finite()) {
+            return bad("lr = [low, high] needs 0 < low <= high");
+        }
+    }
+    if let Some([lo, hi]) = raw.warmup {
+        if lo > hi || hi >= config.steps {
+            return bad(&format!(
+                "warmup = [low, high] needs low <= high < steps ({})",
+                config.steps
+            ));
+        }
+    }
+    if let Some([lo, hi]) = raw.weight_decay {
+        if !(lo >= 0.0 && lo <= hi && hi.is_finite()) {
+            return bad("weight_decay = [low, high] needs 0 <= low <= high");
+        }
+    }
+    if let Some([lo, hi]) = raw.beta2 {
+        if !(0.0..1.0).contains(&lo) || !(lo..1.0).contains(&hi) {
+            return bad("beta2 = [low, high] needs 0 <= low <= high < 1");
+        }
+    }
+    let ranges = crate::search::tune::Ranges {
+        lr: raw.lr,
+        warmup: raw.warmup,
+        weight_decay: raw.weight_decay,
+        beta2: raw.beta2,
+    };
+    if ranges == Default::default() {
+        return bad(
+            "declares no range: add at least one of lr, warmup, weight_decay, beta2 = [low, high]",
+        );
+    }
+    Ok(Tune {
+        genes,
+        trials: raw.trials,
+        seed: raw.seed,
+        ranges,
+    })
+}
+
+fn validate_ablate(a: &Spanned<RawAblate>, err: &ErrFn) -> Result<Ablation, SpecError> {
+    let raw = a.get_ref();
+    let base: Gene = raw
+        .base
+        .get_ref()
+        .parse()
+        .map_err(|e| err(Some(raw.base.span()), format!("[ablate] base: {e}")))?;
+    let mut factors = Vec::new();
+    for (comp, levels) in COMPONENTS.iter().zip([
+        &raw.similarity,
+        &raw.normalization,
+        &raw.gating,
+        &raw.temperature,
+    ]) {
+        let Some(levels) = levels else { continue };
+        let v = levels.get_ref();
+        if v.len() < 2 {
+            return Err(err(
+                Some(levels.span()),
+                format!("[ablate] {comp} needs at least two levels (leave it out to keep the base gene's)"),
+            ));
+        }
+        for (i, l) in v.iter().enumerate() {
+            with_component(base, comp, l)
+                .map_err(|e| err(Some(levels.span()), format!("[ablate] {comp}: {e}")))?;
+            if v[..i].contains(l) {
+                return Err(err(
+                    Some(levels.span()),
+                    format!("[ablate] {comp}: `{l}` is listed twice"),
+                ));
+            }
+        }
+        factors.push((comp.to_string(), v.clone()));
+    }
+    if factors.is_empty() {
+        return Err(err(
+            Some(a.span()),
+            "[ablate] lists no factor: add level lists for one or more of similarity, normalization, gating, temperature".into(),
+        ));
+    }
+    Ok(Ablation { base, factors })
 }
 
 /// Byte span of `key` inside table `[table]`, for error positions.
@@ -559,7 +846,27 @@ mod tests {
                 4,
                 "nope",
             ),
-            ("name = \"a\"\nkind = \"tune\"\n", 2, "unknown variant"),
+            ("name = \"a\"\nkind = \"tuning\"\n", 2, "unknown variant"),
+            (
+                "name = \"a\"\nkind = \"tune\"\n[tune]\ngenes = [\"dot+softmax+none+fixed\"]\nlr = [1e-2, 1e-3]\n",
+                3,
+                "low <= high",
+            ),
+            (
+                "name = \"a\"\nkind = \"ablate\"\n[ablate]\nbase = \"dot+softmax+none+fixed\"\ngating = [\"none\", \"gated\"]\n",
+                5,
+                "gated",
+            ),
+            (
+                "name = \"a\"\nkind = \"ablate\"\n[ablate]\nbase = \"dot+softmax+none+fixed\"\ngating = [\"none\"]\n",
+                5,
+                "two levels",
+            ),
+            (
+                "name = \"a\"\nkind = \"replicate\"\n[replicate]\ngenes = []\nhparams = { from = \"a\" }\n",
+                5,
+                "tune",
+            ),
         ];
         for (text, line, needle) in cases {
             let e = parse(text).unwrap_err();
@@ -584,5 +891,29 @@ mod tests {
         let r = s.replicate.unwrap();
         assert_eq!(r.seeds, default_followup_seeds());
         assert!(matches!(r.genes, GeneSource::Top { top: 2, .. }));
+    }
+
+    #[test]
+    fn tune_and_ablate_sections() {
+        let s = parse("name = \"t\"\nkind = \"tune\"\nseeds = [1, 2]\n[tune]\ngenes = [\"dot+softmax+none+fixed\", \"dot+sparsemax+output_gate+learned\"]\ntrials = 5\nlr = [3e-4, 3e-3]\nbeta2 = [0.9, 0.999]\n").unwrap();
+        let t = s.tune.unwrap();
+        assert_eq!((t.genes.len(), t.trials, t.seed), (2, 5, 0));
+        assert_eq!(t.ranges.lr, Some([3e-4, 3e-3]));
+        assert_eq!(t.ranges.warmup, None);
+        let s = parse("name = \"a\"\nkind = \"ablate\"\n[ablate]\nbase = \"dot+softmax+none+learned\"\nnormalization = [\"softmax\", \"sparsemax\"]\ngating = [\"none\", \"output_gate\", \"highway\"]\n").unwrap();
+        let a = s.ablate.unwrap();
+        let genes: Vec<String> = a.genes().iter().map(|g| g.to_string()).collect();
+        assert_eq!(genes.len(), 6);
+        assert_eq!(genes[0], "dot+softmax+none+learned");
+        assert_eq!(genes[1], "dot+softmax+output_gate+learned");
+        assert_eq!(genes[5], "dot+sparsemax+highway+learned");
+        assert_eq!(component_of(a.genes()[5], "gating"), "highway");
+        let r = parse("name = \"r\"\nkind = \"replicate\"\n[replicate]\ngenes = [\"dot+sparsemax+output_gate+learned\"]\nhparams = { from = \"t\" }\n").unwrap();
+        assert_eq!(r.replicate.unwrap().hparams_from.unwrap().0, "t");
+        let e = parse("name = \"t\"\nkind = \"tune\"\n[tune]\ngenes = [\"dot+softmax+none+fixed\"]\nlr = [1e-3, 1e-2]\n[replicate]\ngenes = []\n").unwrap_err();
+        assert!(
+            e.to_string().contains("separate kind = \"replicate\""),
+            "{e}"
+        );
     }
 }
