@@ -92,7 +92,12 @@ fn planted_effects_get_the_right_verdicts() {
     assert_eq!(d.n, 9);
     let line = a.lines.iter().find(|l| l.gene == d.gene).unwrap();
     assert_eq!((line.n, line.diverged, line.val.n), (10, 1, 9));
-    let md = report::markdown(&a, &rows, &report::Provenance::default());
+    let md = report::markdown(
+        &a,
+        &rows,
+        &report::Provenance::default(),
+        &Default::default(),
+    );
     assert!(md.contains("is better than the baseline by"), "{md}");
     assert!(md.contains("no detectable difference"), "{md}");
     assert!(md.contains("1 run(s) diverged"), "{md}");
@@ -110,23 +115,173 @@ fn planted_effects_get_the_right_verdicts() {
     assert!(md.contains("## All genes together"), "{md}");
 }
 
-#[test]
-fn reports_are_byte_identical_when_rerun() {
-    let rows = store();
-    let dir = std::env::temp_dir().join(format!("evoattn-report-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+fn tmp(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("evoattn-report-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Writes the report twice (into two folders) and checks: identical bytes (report, every
+/// SVG, tests.parquet), every SVG parses as XML, and the report links exactly the SVGs
+/// written. Returns the report text.
+fn write_twice(rows: &[RunRow], tag: &str) -> String {
+    let (d1, d2) = (tmp(&format!("{tag}1")), tmp(&format!("{tag}2")));
     let prov = report::Provenance {
         study: "synthetic".into(),
         command: "evoattn report".into(),
         study_sha256: "0".into(),
     };
-    report::write(&rows, &prov, &dir.join("a.md"), &dir).unwrap();
-    let t1 = std::fs::read(dir.join("tests.parquet")).unwrap();
-    report::write(&rows, &prov, &dir.join("b.md"), &dir).unwrap();
-    assert_eq!(
-        std::fs::read(dir.join("a.md")).unwrap(),
-        std::fs::read(dir.join("b.md")).unwrap()
+    report::write(rows, &prov, &d1.join("report.md"), &d1).unwrap();
+    report::write(rows, &prov, &d2.join("report.md"), &d2).unwrap();
+    let md = std::fs::read_to_string(d1.join("report.md")).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(&d1)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    assert!(names.iter().any(|n| n.ends_with(".svg")), "{names:?}");
+    for n in &names {
+        let (a, b) = (
+            std::fs::read(d1.join(n)).unwrap(),
+            std::fs::read(d2.join(n)).unwrap(),
+        );
+        assert_eq!(a, b, "{n} differs between two runs");
+        if n.ends_with(".svg") {
+            let text = String::from_utf8(a).unwrap();
+            let doc = roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("{n}: {e}"));
+            assert_eq!(doc.root_element().tag_name().name(), "svg");
+            assert!(
+                md.contains(&format!("]({n})")),
+                "{n} is not linked from the report"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&d1);
+    let _ = std::fs::remove_dir_all(&d2);
+    md
+}
+
+#[test]
+fn reports_are_byte_identical_when_rerun() {
+    let md = write_twice(&store(), "replicate");
+    assert!(
+        md.contains("![Validation ppl per seed](report.seeds.svg)"),
+        "{md}"
     );
-    assert_eq!(t1, std::fs::read(dir.join("tests.parquet")).unwrap());
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A 4 × 3 ablation (normalization × gating), 4 seeds per cell: gating has a planted
+/// 3-ppl effect (output_gate better than none and highway), normalization none, no
+/// interaction; one diverged run.
+fn ablation_store() -> Vec<RunRow> {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let noise = Normal::new(0.0, 0.5).unwrap();
+    let mut rows = Vec::new();
+    for seed in 1..=4u64 {
+        let seed_effect = noise.sample(&mut rng);
+        for norm in ["softmax", "sparsemax", "entmax15", "sigmoid"] {
+            for gate in ["none", "output_gate", "highway"] {
+                let gene: Gene = format!("dot+{norm}+{gate}+learned").parse().unwrap();
+                let effect = if gate == "output_gate" { -3.0 } else { 0.0 };
+                let v = 100.0 + effect + seed_effect + noise.sample(&mut rng);
+                let diverged = seed == 2 && norm == "sigmoid" && gate == "highway";
+                let mut r = row(gene, seed, (!diverged).then_some(v));
+                r.stage = "ablate".into();
+                rows.push(r);
+            }
+        }
+    }
+    rows
+}
+
+#[test]
+fn ablation_finds_the_planted_factor() {
+    let rows = ablation_store();
+    let a = report::analyse(&rows, report::Options::default());
+    let ab = a.ablation.as_ref().expect("ablation analysed");
+    let names: Vec<&str> = ab.factors.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["normalization", "gating"]);
+    assert_eq!(ab.factors[1].levels, ["none", "output_gate", "highway"]);
+    let p = |t: &str| {
+        ab.anova
+            .iter()
+            .find(|x| x.term == t)
+            .unwrap()
+            .pvalue
+            .unwrap()
+    };
+    assert!(p("gating") < 1e-6, "{:?}", ab.anova);
+    assert!(p("normalization") > 0.05, "{:?}", ab.anova);
+    assert!(p("normalization:gating") > 0.05, "{:?}", ab.anova);
+    assert_eq!(ab.diverged, 1);
+    let res = ab.anova.iter().find(|x| x.term == "residual").unwrap();
+    assert_eq!(res.df, 47.0 - 12.0, "47 finished runs, 12 cells");
+    let gating = &ab.factors[1];
+    assert!(gating.kruskal.pvalue < 0.001);
+    // none vs output_gate and output_gate vs highway differ; none vs highway does not
+    let differ: Vec<(usize, usize)> = gating
+        .pairs
+        .iter()
+        .filter(|p| p.4 <= 0.05)
+        .map(|p| (p.0, p.1))
+        .collect();
+    assert_eq!(differ, [(0, 1), (1, 2)], "{:?}", gating.pairs);
+    let og = gating.marginal[1];
+    assert!((og.0 - 97.0).abs() < 0.6 && og.2.low < og.0 && og.0 < og.2.high);
+    let md = write_twice(&rows, "ablate");
+    assert!(
+        md.contains("## Ablation") && md.contains("| normalization × gating |"),
+        "{md}"
+    );
+    assert!(md.contains("Best gating on average: `output_gate`"), "{md}");
+    assert!(md.contains("1 run(s) diverged"), "{md}");
+    assert!(md.contains("report.ablation.svg"), "{md}");
+}
+
+/// Two genes × 5 trials × 2 seeds: the trial with lr 2e-3 is best for the baseline, the
+/// one with lr 1e-3 for the other gene.
+#[test]
+fn tune_reports_best_trials_and_expected_best_curves() {
+    let other: Gene = "dot+sparsemax+output_gate+learned".parse().unwrap();
+    let lrs = [5e-4, 1e-3, 2e-3, 4e-3, 8e-3];
+    let mut rows = Vec::new();
+    for (t, &lr) in lrs.iter().enumerate() {
+        for seed in 1..=2u64 {
+            for g in [Gene::BASELINE, other] {
+                let best = if g == Gene::BASELINE { 2 } else { 1 };
+                let v = 100.0 + 2.0 * (t as f64 - best as f64).abs() + seed as f64 * 0.1;
+                let mut r = row(g, seed, Some(v));
+                r.stage = "tune".into();
+                r.config.lr = lr;
+                r.unit_id = format!("{}-{t}-{seed}", g.short_id());
+                rows.push(r);
+            }
+        }
+    }
+    let a = report::analyse(&rows, report::Options::default());
+    let t = a.tune.as_ref().expect("tune analysed");
+    assert_eq!(t.seeds_per_trial, 2);
+    for g in &t.genes {
+        assert_eq!(g.trials.len(), 5);
+        let want = if g.gene == Gene::BASELINE { 2e-3 } else { 1e-3 };
+        assert_eq!(g.trials[g.best].config.lr, want);
+        assert!(
+            (g.curve[4].2 - 100.15).abs() < 1e-9,
+            "all 5 of 5 trials: the best"
+        );
+        assert!(g.curve[0].1 > g.curve[1].1 && g.curve[1].1 > g.curve[4].1);
+    }
+    // The leaderboard is each gene's best trial, and the report says it is optimistic.
+    assert!(a
+        .lines
+        .iter()
+        .all(|l| l.n == 2 && (l.val.mean - 100.15).abs() < 1e-9));
+    assert!(a.scope.contains("optimistic"), "{}", a.scope);
+    let md = write_twice(&rows, "tune");
+    assert!(
+        md.contains("## Tuning") && md.contains("report.tune.svg"),
+        "{md}"
+    );
+    assert!(md.contains("lr 0.002 · warmup"), "{md}");
 }

@@ -373,3 +373,114 @@ fn status_counts_done_and_pending_units() {
     assert_eq!(v["complete"], false);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn tune_then_replicate_with_each_genes_tuned_hyperparameters() {
+    if !data_available() {
+        return;
+    }
+    let dir = tmp("tune");
+    let store = dir.join("store");
+    let tune = write_study(
+        &dir,
+        "t",
+        "name = \"t\"\nkind = \"tune\"\npreset = \"smoke\"\nseeds = [1, 2]\n[tune]\ngenes = [\"dot+softmax+none+fixed\", \"dot+sparsemax+output_gate+learned\"]\ntrials = 3\nlr = [1e-4, 1e-2]\nwarmup = [0, 10]\n",
+    );
+    let out = run(&tune, &store, &[]);
+    assert_eq!(trained_now(&out), 12, "2 genes × 3 trials × 2 seeds");
+    let t = rows(&store, "t");
+    assert!(t.iter().all(|r| r.stage == "tune"));
+    let best = evoattn::search::tune::best_trials(&t);
+    assert_eq!(best.len(), 2);
+    // Both genes saw the same three trial configurations.
+    let trials = evoattn::search::tune::trials(&t);
+    let lrs =
+        |g: &Vec<evoattn::search::tune::Trial>| g.iter().map(|x| x.config.lr).collect::<Vec<_>>();
+    let v: Vec<_> = trials.values().collect();
+    assert_eq!(lrs(v[0]), lrs(v[1]));
+    assert_eq!(v[0].len(), 3);
+    assert!(store.join("t").join("report.tune.svg").exists());
+
+    // A gene that was not tuned is refused before anything is written.
+    let bad = write_study(
+        &dir,
+        "bad",
+        "name = \"bad\"\nkind = \"replicate\"\npreset = \"smoke\"\nseeds = [7]\n[replicate]\ngenes = [\"cosine+softmax+none+fixed\"]\nhparams = { from = \"t\" }\n",
+    );
+    let o = Command::new(bin())
+        .args([
+            "run",
+            bad.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("was not tuned in `t`"),
+        "{err}"
+    );
+    assert!(!store.join("bad").exists());
+
+    let rep = write_study(
+        &dir,
+        "r",
+        "name = \"r\"\nkind = \"replicate\"\npreset = \"smoke\"\nseeds = [11, 12]\n[overrides]\neval_every = 10\n[replicate]\ngenes = [\"dot+sparsemax+output_gate+learned\"]\nhparams = { from = \"t\" }\n",
+    );
+    let out = run(&rep, &store, &[]);
+    assert_eq!(trained_now(&out), 4);
+    let r = rows(&store, "r");
+    assert_eq!(r.len(), 4);
+    for row in &r {
+        let tuned = &best[&row.gene].config;
+        assert_eq!(
+            (row.config.lr, row.config.warmup, row.config.eval_every),
+            (tuned.lr, tuned.warmup, 10),
+            "{}",
+            row.gene
+        );
+    }
+    let md = std::fs::read_to_string(store.join("r").join("report.md")).unwrap();
+    let differ = best[&evoattn::gene::Gene::BASELINE].config != best[&r[0].gene].config
+        || best[&evoattn::gene::Gene::BASELINE].config != best[&r[r.len() - 1].gene].config;
+    assert_eq!(md.contains("each its own tuned values"), differ, "{md}");
+    assert!(
+        md.contains(&format!("| {} |", best[&r[0].gene].config.lr)),
+        "{md}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ablate_runs_the_full_factorial_seed_paired() {
+    if !data_available() {
+        return;
+    }
+    let dir = tmp("ablate");
+    let store = dir.join("store");
+    let s = write_study(
+        &dir,
+        "a",
+        "name = \"a\"\nkind = \"ablate\"\npreset = \"smoke\"\nseeds = [1, 2]\n[ablate]\nbase = \"dot+softmax+none+learned\"\nnormalization = [\"softmax\", \"sparsemax\"]\ngating = [\"none\", \"output_gate\", \"highway\"]\n",
+    );
+    let out = run(&s, &store, &[]);
+    assert_eq!(trained_now(&out), 12);
+    let r = rows(&store, "a");
+    let mut cells: Vec<(String, u64)> = r.iter().map(|x| (x.gene.to_string(), x.seed)).collect();
+    cells.sort();
+    cells.dedup();
+    assert_eq!(cells.len(), 12, "6 cells × 2 seeds, each once");
+    assert!(r
+        .iter()
+        .all(|x| x.gene.similarity.as_str() == "dot" && x.gene.temperature.as_str() == "learned"));
+    let md = std::fs::read_to_string(store.join("a").join("report.md")).unwrap();
+    assert!(md.contains("| normalization × gating |"), "{md}");
+    assert_eq!(
+        trained_now(&run(&s, &store, &[])),
+        0,
+        "a rerun trains nothing"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

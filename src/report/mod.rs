@@ -4,17 +4,33 @@
 //! the bootstrap and ASO are seeded and nothing depends on the clock, so a rerun gives the
 //! same bytes.
 //!
-//! First part of issue 5: Markdown and `tests.parquet`; plots, tuned baselines and
-//! ablations are not here yet.
+//! Tune studies add a [`tune`] section, ablations an [`ablation`] section; [`plots`] draws
+//! the SVGs written beside the report.
 
 use crate::gene::Gene;
 use crate::stats::{self, aso, effect, power, rank, resample, ttest, Alternative};
-use crate::study::store::{write_parquet, RunRow};
+use crate::study::store::{write_parquet, CurveRow, GenerationRow, RunRow};
 use anyhow::Result;
 use polars::prelude::*;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
+
+pub mod ablation;
+pub mod plots;
+pub mod tune;
+
+/// Mean and sample sd (NaN when undefined).
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    (
+        stats::mean(v),
+        if v.len() > 1 {
+            stats::var(v).sqrt()
+        } else {
+            f64::NAN
+        },
+    )
+}
 
 /// Choices of the analysis.
 #[derive(Debug, Clone, Copy)]
@@ -135,6 +151,14 @@ pub struct Analysis {
     /// Friedman over genes × shared seeds (diverged runs rank worst) with Conover's
     /// post-hoc, when at least 3 genes share one seed list.
     pub friedman: Option<(stats::kgroups::KTest, Vec<stats::kgroups::PairP>, Vec<Gene>)>,
+    /// Tuning (tune studies).
+    pub tune: Option<tune::TuneAnalysis>,
+    /// Ablation (ablate studies).
+    pub ablation: Option<ablation::AblationAnalysis>,
+    /// Unit ids of the analysed runs.
+    pub unit_ids: Vec<String>,
+    /// The configuration of each analysed gene (its first run's).
+    pub per_gene_config: Vec<(Gene, crate::train::TrainConfig)>,
     /// Options used.
     pub options: Options,
 }
@@ -146,11 +170,26 @@ fn finished(rows: &[&RunRow]) -> Vec<f64> {
 /// Analyses the runs of a study.
 pub fn analyse(rows: &[RunRow], opts: Options) -> Analysis {
     let replicate: Vec<&RunRow> = rows.iter().filter(|r| r.stage == "replicate").collect();
-    let (scope, scoped): (String, Vec<&RunRow>) = if replicate.is_empty() {
-        ("all runs".into(), rows.iter().collect())
-    } else {
+    let tuning = tune::analyse(rows);
+    let ablation = ablation::analyse(rows);
+    let (scope, scoped): (String, Vec<&RunRow>) = if !replicate.is_empty() {
         ("the replicate stage".into(), replicate)
+    } else if let Some(t) = &tuning {
+        (
+            "each gene's best tune trial (chosen on these very runs, so optimistic)".into(),
+            tune::best_rows(rows, t),
+        )
+    } else {
+        ("all runs".into(), rows.iter().collect())
     };
+    let unit_ids: Vec<String> = scoped.iter().map(|r| r.unit_id.clone()).collect();
+    let mut per_gene_config: Vec<(Gene, crate::train::TrainConfig)> = Vec::new();
+    for r in &scoped {
+        if !per_gene_config.iter().any(|(g, _)| *g == r.gene) {
+            per_gene_config.push((r.gene, r.config.clone()));
+        }
+    }
+    per_gene_config.sort_by_key(|(g, _)| g.index());
     let mut by_gene: BTreeMap<usize, Vec<&RunRow>> = BTreeMap::new();
     for r in &scoped {
         by_gene.entry(r.gene.index()).or_default().push(r);
@@ -231,6 +270,10 @@ pub fn analyse(rows: &[RunRow], opts: Options) -> Analysis {
         seed_sd: noise.ms_within.sqrt(),
         noise,
         search,
+        tune: tuning,
+        ablation,
+        unit_ids,
+        per_gene_config,
         options: opts,
     }
 }
@@ -430,12 +473,22 @@ pub struct Provenance {
 }
 
 /// The Markdown report.
-pub fn markdown(a: &Analysis, rows: &[RunRow], prov: &Provenance) -> String {
+/// Plot files beside the report, by kind (`seeds`, `curves`, `ga`, `tune`, `ablation`).
+pub type PlotFiles = BTreeMap<&'static str, String>;
+
+/// The Markdown report; `plots` names the SVG files written beside it.
+pub fn markdown(a: &Analysis, rows: &[RunRow], prov: &Provenance, plots: &PlotFiles) -> String {
     let o = &a.options;
     let mut s = String::new();
     let _ = writeln!(s, "# Study `{}`\n", prov.study);
     let _ = writeln!(s, "## Verdict\n");
-    if a.comparisons.is_empty() {
+    if let Some(ab) = &a.ablation {
+        for line in ablation::verdict(ab, o.alpha) {
+            let _ = writeln!(s, "- {line}");
+        }
+        let _ = writeln!(s);
+    }
+    if a.comparisons.is_empty() && a.ablation.is_none() {
         let _ = writeln!(
             s,
             "The baseline `{}` is not among the analysed runs, so no gene is compared with it.\n",
@@ -445,7 +498,8 @@ pub fn markdown(a: &Analysis, rows: &[RunRow], prov: &Provenance) -> String {
     for c in &a.comparisons {
         let _ = writeln!(s, "- {}", sentence(c, o));
     }
-    let _ = writeln!(
+    if !a.comparisons.is_empty() {
+        let _ = writeln!(
         s,
         "\nBetter/worse means significant after Holm's correction over the {} comparisons (α = {}) **and** at least {} ppl apart; lower perplexity is better. Analysed: {}.\n",
         a.comparisons.len(),
@@ -453,6 +507,7 @@ pub fn markdown(a: &Analysis, rows: &[RunRow], prov: &Provenance) -> String {
         o.threshold,
         a.scope
     );
+    }
     let _ = writeln!(s, "## Leaderboard (validation perplexity)\n");
     let _ = writeln!(
         s,
@@ -473,6 +528,28 @@ pub fn markdown(a: &Analysis, rows: &[RunRow], prov: &Provenance) -> String {
             l.params_nonembed,
             l.tokens_per_s
         );
+    }
+    if let Some(p) = plots.get("seeds") {
+        let _ = writeln!(s, "\n![Validation ppl per seed]({p})");
+    }
+    if !a.per_gene_config.is_empty() {
+        let same = a.per_gene_config.windows(2).all(|w| w[0].1 == w[1].1);
+        let _ = writeln!(
+            s,
+            "\n{}\n\n| gene | lr | warmup | weight decay | β₂ |\n|---|---:|---:|---:|---:|",
+            if same {
+                "Every gene trained with the same hyperparameters:"
+            } else {
+                "The genes trained with different hyperparameters (each its own tuned values):"
+            }
+        );
+        for (g, c) in &a.per_gene_config {
+            let _ = writeln!(
+                s,
+                "| `{g}` | {} | {} | {} | {} |",
+                c.lr, c.warmup, c.weight_decay, c.beta2
+            );
+        }
     }
     if !a.comparisons.is_empty() {
         let _ = writeln!(s, "\n## Comparisons against `{}`\n", Gene::BASELINE);
@@ -538,6 +615,28 @@ pub fn markdown(a: &Analysis, rows: &[RunRow], prov: &Provenance) -> String {
                 if p.pvalue <= o.alpha { "yes" } else { "no" }
             );
         }
+    }
+    if let Some(t) = &a.tune {
+        s.push_str(&tune::markdown(t, plots.get("tune").map(|x| x.as_str())));
+    }
+    if let Some(ab) = &a.ablation {
+        s.push_str(&ablation::markdown(
+            ab,
+            o.alpha,
+            plots.get("ablation").map(|x| x.as_str()),
+        ));
+    }
+    if let Some(p) = plots.get("curves") {
+        let _ = writeln!(
+            s,
+            "\n## Learning curves\n\nMean over seeds with a ±1 sd band, analysed runs only.\n\n![Learning curves]({p})"
+        );
+    }
+    if let Some(p) = plots.get("ga") {
+        let _ = writeln!(
+            s,
+            "\n## Search progress\n\nBest and mean fitness (mean validation ppl) per generation; every individual is a dot, elites are triangles.\n\n![GA progress]({p})"
+        );
     }
     let _ = writeln!(s, "\n## Noise\n");
     let _ = writeln!(
@@ -679,14 +778,224 @@ pub fn tests_frame(a: &Analysis) -> Result<DataFrame> {
     ])?)
 }
 
-/// Writes `report.md` at `out` and `tests.parquet` in `store_dir`.
-pub fn write(rows: &[RunRow], prov: &Provenance, out: &Path, store_dir: &Path) -> Result<Analysis> {
-    let a = analyse(rows, Options::default());
-    let md = markdown(&a, rows, prov);
-    if let Some(p) = out.parent() {
-        std::fs::create_dir_all(p)?;
+/// Learning curves of the analysed runs: validation ppl when every run has at least two
+/// validation points, training loss otherwise.
+fn curves_chart(a: &Analysis, rows: &[RunRow], curves: &[CurveRow]) -> Option<plots::LineChart> {
+    let wanted: std::collections::HashSet<&str> = a.unit_ids.iter().map(|s| s.as_str()).collect();
+    let mut by_unit: BTreeMap<&str, Vec<&CurveRow>> = BTreeMap::new();
+    for c in curves
+        .iter()
+        .filter(|c| wanted.contains(c.unit_id.as_str()))
+    {
+        by_unit.entry(c.unit_id.as_str()).or_default().push(c);
     }
-    crate::study::store::write_atomic(out, |f| {
+    if by_unit.is_empty() {
+        return None;
+    }
+    let use_val = by_unit
+        .values()
+        .all(|v| v.iter().filter(|c| c.val_ppl.is_some()).count() >= 2);
+    let use_loss = by_unit.values().all(|v| v.len() >= 2);
+    if !use_val && !use_loss {
+        return None;
+    }
+    let gene_of: BTreeMap<&str, Gene> = rows.iter().map(|r| (r.unit_id.as_str(), r.gene)).collect();
+    let mut per_gene: BTreeMap<usize, BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
+    for (u, cs) in &by_unit {
+        let Some(g) = gene_of.get(u) else { continue };
+        for c in cs {
+            let v = if use_val {
+                c.val_ppl
+            } else {
+                Some(c.train_loss)
+            };
+            if let Some(v) = v.filter(|v| v.is_finite()) {
+                per_gene
+                    .entry(g.index())
+                    .or_default()
+                    .entry(c.step)
+                    .or_default()
+                    .push(v);
+            }
+        }
+    }
+    let series = per_gene
+        .iter()
+        .enumerate()
+        .map(|(i, (g, steps))| {
+            let pts: Vec<(f64, f64, f64)> = steps
+                .iter()
+                .map(|(st, v)| {
+                    let (m, sd) = mean_sd(v);
+                    (*st as f64, m, if sd.is_finite() { sd } else { 0.0 })
+                })
+                .collect();
+            plots::Series {
+                label: Gene::from_index(*g).map_or_else(String::new, |g| g.to_string()),
+                points: pts.iter().map(|p| (p.0, p.1)).collect(),
+                band: pts.iter().map(|p| (p.0, p.1 - p.2, p.1 + p.2)).collect(),
+                mark: plots::Mark::LineDots,
+                color: i,
+            }
+        })
+        .collect();
+    Some(plots::LineChart {
+        title: if use_val {
+            "Validation perplexity during training".into()
+        } else {
+            "Training loss during training".into()
+        },
+        x_desc: "optimiser step".into(),
+        y_desc: if use_val {
+            "validation ppl".into()
+        } else {
+            "training loss".into()
+        },
+        x_categories: vec![],
+        integer_x: false,
+        series,
+    })
+}
+
+/// GA progress: best and mean finite fitness per generation, every individual, elites.
+fn ga_chart(gens: &[GenerationRow]) -> Option<plots::LineChart> {
+    if gens.is_empty() {
+        return None;
+    }
+    let last = gens.iter().map(|g| g.generation).max()?;
+    let per: Vec<Vec<f64>> = (0..=last)
+        .map(|k| {
+            gens.iter()
+                .filter(|g| g.generation == k && g.fitness.is_finite())
+                .map(|g| g.fitness)
+                .collect()
+        })
+        .collect();
+    let pt = |f: &dyn Fn(&[f64]) -> f64| -> Vec<(f64, f64)> {
+        per.iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k as f64, f(v)))
+            .collect()
+    };
+    let reevaluated = gens.iter().any(|g| g.operator == "elite" && g.n_seeds > 1);
+    let dots = |elite: bool| -> Vec<(f64, f64)> {
+        gens.iter()
+            .filter(|g| (g.operator == "elite") == elite && g.fitness.is_finite())
+            .map(|g| (g.generation as f64, g.fitness))
+            .collect()
+    };
+    Some(plots::LineChart {
+        title: "GA progress".into(),
+        x_desc: "generation".into(),
+        y_desc: "fitness (mean val ppl)".into(),
+        x_categories: (0..=last).map(|k| k.to_string()).collect(),
+        integer_x: false,
+        series: vec![
+            plots::Series {
+                label: String::new(),
+                points: dots(false),
+                band: vec![],
+                mark: plots::Mark::Dots,
+                color: 7,
+            },
+            plots::Series {
+                label: if reevaluated {
+                    "re-evaluated elite".into()
+                } else {
+                    "elite".into()
+                },
+                points: dots(true),
+                band: vec![],
+                mark: plots::Mark::Triangles,
+                color: 3,
+            },
+            plots::Series {
+                label: "best".into(),
+                points: pt(&|v| v.iter().copied().fold(f64::INFINITY, f64::min)),
+                band: vec![],
+                mark: plots::Mark::LineDots,
+                color: 0,
+            },
+            plots::Series {
+                label: "mean".into(),
+                points: pt(&|v| stats::mean(v)),
+                band: vec![],
+                mark: plots::Mark::LineDots,
+                color: 1,
+            },
+        ],
+    })
+}
+
+/// Writes `report.md` at `out` (with its SVG plots beside it, named after it) and
+/// `tests.parquet` in `store_dir`.
+pub fn write(rows: &[RunRow], prov: &Provenance, out: &Path, store_dir: &Path) -> Result<Analysis> {
+    use crate::study::store::{
+        curves_from_frame, generations_from_frame, read_parquet, write_atomic,
+    };
+    let a = analyse(rows, Options::default());
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let stem = out
+        .file_stem()
+        .map_or_else(|| "report".into(), |s| s.to_string_lossy().to_string());
+    let curves = match store_dir.join("curves.parquet") {
+        p if p.exists() => curves_from_frame(&read_parquet(&p)?)?,
+        _ => vec![],
+    };
+    let gens = match store_dir.join("generations.parquet") {
+        p if p.exists() => generations_from_frame(&read_parquet(&p)?)?,
+        _ => vec![],
+    };
+    let mut svgs: Vec<(&'static str, String)> = Vec::new();
+    let by_line: Vec<(String, Vec<f64>)> = a
+        .lines
+        .iter()
+        .map(|l| {
+            let v = rows
+                .iter()
+                .filter(|r| r.gene == l.gene && a.unit_ids.contains(&r.unit_id))
+                .filter_map(|r| r.val_ppl)
+                .collect();
+            (l.gene.to_string(), v)
+        })
+        .collect();
+    if by_line.len() <= 40 {
+        svgs.push((
+            "seeds",
+            plots::strip_chart(
+                "Validation ppl per seed (box: quartiles)",
+                "validation ppl",
+                &by_line,
+            )?,
+        ));
+    }
+    if let Some(c) = curves_chart(&a, rows, &curves) {
+        svgs.push(("curves", plots::line_chart(&c)?));
+    }
+    if let Some(c) = ga_chart(&gens) {
+        svgs.push(("ga", plots::line_chart(&c)?));
+    }
+    if let Some(t) = &a.tune {
+        svgs.push(("tune", plots::line_chart(&tune::chart(t))?));
+    }
+    if let Some(ab) = &a.ablation {
+        svgs.push(("ablation", plots::line_chart(&ablation::chart(ab))?));
+    }
+    let mut files = PlotFiles::new();
+    for (kind, svg) in svgs {
+        let name = format!("{stem}.{kind}.svg");
+        write_atomic(&dir.join(&name), |f| {
+            std::io::Write::write_all(f, svg.as_bytes()).map_err(Into::into)
+        })?;
+        files.insert(kind, name);
+    }
+    let md = markdown(&a, rows, prov, &files);
+    write_atomic(out, |f| {
         std::io::Write::write_all(f, md.as_bytes()).map_err(Into::into)
     })?;
     write_parquet(&store_dir.join("tests.parquet"), &mut tests_frame(&a)?)?;

@@ -405,6 +405,34 @@ pub fn curves_from_frame(df: &DataFrame) -> Result<Vec<CurveRow>> {
         .collect())
 }
 
+/// Reads generation rows back from a `generations.parquet`-shaped frame.
+pub fn generations_from_frame(df: &DataFrame) -> Result<Vec<GenerationRow>> {
+    let (g, sl, gene, p, o, f, n) = (
+        ints(df, "generation")?,
+        ints(df, "slot")?,
+        strs(df, "gene")?,
+        strs(df, "parents")?,
+        strs(df, "operator")?,
+        floats(df, "fitness")?,
+        ints(df, "n_seeds")?,
+    );
+    (0..df.height())
+        .map(|i| {
+            Ok(GenerationRow {
+                generation: g[i].unwrap_or(0) as u64,
+                slot: sl[i].unwrap_or(0) as u64,
+                gene: gene[i]
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("generations.parquet row {i}: {e}"))?,
+                parents: p[i].clone(),
+                operator: o[i].clone(),
+                fitness: f[i].unwrap_or(f64::INFINITY),
+                n_seeds: n[i].unwrap_or(0) as u64,
+            })
+        })
+        .collect()
+}
+
 /// Reads a Parquet file into a frame.
 pub fn read_parquet(path: &Path) -> Result<DataFrame> {
     let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
