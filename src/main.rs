@@ -256,6 +256,10 @@ struct ReportArgs {
     /// Where to write the report (default: report.md in the study's store folder).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Another search's store folder (e.g. a random search) to plot against this one at
+    /// equal budget (best fitness so far against runs trained).
+    #[arg(long, value_name = "STORE_DIR")]
+    compare_search: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -1167,7 +1171,7 @@ fn cmd_run(a: &RunArgs, threads_per_job: usize, jobs: usize) -> Result<()> {
         start.elapsed().as_secs_f64()
     );
     if driven.complete {
-        let out = write_report(&exec.store.dir, None)?;
+        let out = write_report(&exec.store.dir, None, None)?;
         eprintln!("report: {}", out.display());
     }
     if !driven.complete {
@@ -1180,7 +1184,11 @@ fn cmd_run(a: &RunArgs, threads_per_job: usize, jobs: usize) -> Result<()> {
 }
 
 /// Writes the report of the study in `dir`; returns its path.
-fn write_report(dir: &std::path::Path, out: Option<&std::path::Path>) -> Result<PathBuf> {
+fn write_report(
+    dir: &std::path::Path,
+    out: Option<&std::path::Path>,
+    compare: Option<&std::path::Path>,
+) -> Result<PathBuf> {
     let runs = dir.join("runs.parquet");
     if !runs.exists() {
         bail!(
@@ -1208,7 +1216,31 @@ fn write_report(dir: &std::path::Path, out: Option<&std::path::Path>) -> Result<
             .to_string(),
     };
     let out = out.map_or_else(|| dir.join("report.md"), |p| p.to_path_buf());
-    evoattn::report::write(&rows, &prov, &out, dir)?;
+    let other = match compare {
+        None => None,
+        Some(c) => {
+            let p = c.join("runs.parquet");
+            if !p.exists() {
+                bail!(
+                    "--compare-search {}: {} does not exist; pass a study's store folder (e.g. runs/NAME)",
+                    c.display(),
+                    p.display()
+                );
+            }
+            let r = study::store::runs_from_frame(&study::store::read_parquet(&p)?)?;
+            let name = r
+                .first()
+                .map_or_else(|| c.display().to_string(), |x| x.study.clone());
+            Some((name, r))
+        }
+    };
+    evoattn::report::write_with(
+        &rows,
+        &prov,
+        &out,
+        dir,
+        other.as_ref().map(|(n, r)| (n.as_str(), r.as_slice())),
+    )?;
     Ok(out)
 }
 
@@ -1219,7 +1251,7 @@ fn cmd_report(a: &ReportArgs) -> Result<()> {
     } else {
         a.target.clone()
     };
-    let out = write_report(&dir, a.out.as_deref())?;
+    let out = write_report(&dir, a.out.as_deref(), a.compare_search.as_deref())?;
     eprintln!(
         "report: {} (and {})",
         out.display(),

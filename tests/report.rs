@@ -285,3 +285,26 @@ fn tune_reports_best_trials_and_expected_best_curves() {
     );
     assert!(md.contains("lr 0.002 · warmup"), "{md}");
 }
+
+#[test]
+fn best_so_far_tracks_the_running_minimum_of_gene_means() {
+    let g = |s: &str| s.parse::<Gene>().unwrap();
+    let mut rows = vec![
+        row(g("dot+softmax+none+fixed"), 1, Some(110.0)),
+        row(g("dot+sparsemax+none+fixed"), 1, Some(105.0)),
+        row(g("dot+entmax15+none+fixed"), 1, None),
+        row(g("dot+sparsemax+none+fixed"), 2, Some(111.0)),
+        row(g("cosine+softmax+none+fixed"), 1, Some(101.0)),
+    ];
+    for r in &mut rows {
+        r.stage = "search".into();
+    }
+    let b = report::best_so_far(&rows);
+    let ys: Vec<f64> = b.iter().map(|p| p.1).collect();
+    // a second seed moves the sparsemax gene's mean from 105 to 108: the best so far rises
+    assert_eq!(ys, [110.0, 105.0, 105.0, 108.0, 101.0]);
+    assert_eq!(
+        b.iter().map(|p| p.0).collect::<Vec<_>>(),
+        [1.0, 2.0, 3.0, 4.0, 5.0]
+    );
+}

@@ -473,7 +473,8 @@ pub struct Provenance {
 }
 
 /// The Markdown report.
-/// Plot files beside the report, by kind (`seeds`, `curves`, `ga`, `tune`, `ablation`).
+/// Plot files beside the report, by kind (`seeds`, `curves`, `ga`, `search-vs`, `tune`,
+/// `ablation`).
 pub type PlotFiles = BTreeMap<&'static str, String>;
 
 /// The Markdown report; `plots` names the SVG files written beside it.
@@ -630,6 +631,12 @@ pub fn markdown(a: &Analysis, rows: &[RunRow], prov: &Provenance, plots: &PlotFi
         let _ = writeln!(
             s,
             "\n## Learning curves\n\nMean over seeds with a ±1 sd band, analysed runs only.\n\n![Learning curves]({p})"
+        );
+    }
+    if let Some(p) = plots.get("search-vs") {
+        let _ = writeln!(
+            s,
+            "\n## Search against another search\n\nBest fitness so far against runs trained, for this study and the one given with `--compare-search`; compare them at equal budget (the shorter run count).\n\n![Search comparison]({p})"
         );
     }
     if let Some(p) = plots.get("ga") {
@@ -928,9 +935,37 @@ fn ga_chart(gens: &[GenerationRow]) -> Option<plots::LineChart> {
     })
 }
 
+/// Best fitness so far (mean validation ppl of a gene over its runs so far; +∞ while one
+/// diverged) after each run of the `search` stage, in the store's order (the plan's).
+pub fn best_so_far(rows: &[RunRow]) -> Vec<(f64, f64)> {
+    let mut seen: BTreeMap<usize, Vec<Option<f64>>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (k, r) in rows.iter().filter(|r| r.stage == "search").enumerate() {
+        seen.entry(r.gene.index()).or_default().push(r.val_ppl);
+        let best = seen
+            .values()
+            .map(|v| crate::search::fitness(v))
+            .fold(f64::INFINITY, f64::min);
+        out.push(((k + 1) as f64, best));
+    }
+    out
+}
+
 /// Writes `report.md` at `out` (with its SVG plots beside it, named after it) and
 /// `tests.parquet` in `store_dir`.
 pub fn write(rows: &[RunRow], prov: &Provenance, out: &Path, store_dir: &Path) -> Result<Analysis> {
+    write_with(rows, prov, out, store_dir, None)
+}
+
+/// [`write`], plus a plot of this study's search against another search (`compare`: its
+/// name and rows) at equal budget.
+pub fn write_with(
+    rows: &[RunRow],
+    prov: &Provenance,
+    out: &Path,
+    store_dir: &Path,
+    compare: Option<(&str, &[RunRow])>,
+) -> Result<Analysis> {
     use crate::study::store::{
         curves_from_frame, generations_from_frame, read_parquet, write_atomic,
     };
@@ -979,6 +1014,36 @@ pub fn write(rows: &[RunRow], prov: &Provenance, out: &Path, store_dir: &Path) -
     }
     if let Some(c) = ga_chart(&gens) {
         svgs.push(("ga", plots::line_chart(&c)?));
+    }
+    if let Some((name, other)) = compare {
+        let (mine, theirs) = (best_so_far(rows), best_so_far(other));
+        if !mine.is_empty() && !theirs.is_empty() {
+            let budget = mine.len().min(theirs.len());
+            let series = [(prov.study.as_str(), &mine), (name, &theirs)]
+                .iter()
+                .enumerate()
+                .map(|(i, (n, v))| plots::Series {
+                    label: n.to_string(),
+                    points: v.iter().copied().filter(|p| p.1.is_finite()).collect(),
+                    band: vec![],
+                    mark: plots::Mark::Line,
+                    color: i,
+                })
+                .collect();
+            svgs.push((
+                "search-vs",
+                plots::line_chart(&plots::LineChart {
+                    title: format!(
+                        "Best fitness so far (equal budget: first {budget} runs of each)"
+                    ),
+                    x_desc: "runs trained".into(),
+                    y_desc: "best mean val ppl so far".into(),
+                    x_categories: vec![],
+                    integer_x: true,
+                    series,
+                })?,
+            ));
+        }
     }
     if let Some(t) = &a.tune {
         svgs.push(("tune", plots::line_chart(&tune::chart(t))?));
