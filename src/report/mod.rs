@@ -665,7 +665,7 @@ pub fn markdown(a: &Analysis, rows: &[RunRow], prov: &Provenance, plots: &PlotFi
     if min_n < 5 {
         let _ = writeln!(
             s,
-            "- Some genes have fewer than 5 runs (minimum {min_n}): intervals are wide and rank tests have little power."
+            "- Some genes have fewer than 5 runs (minimum {min_n}): t intervals are wide, bootstrap intervals from so few runs are too narrow to trust (they cannot reach beyond the observed spread), and rank tests have little power."
         );
     }
     let div: usize = a.lines.iter().map(|l| l.diverged).sum();

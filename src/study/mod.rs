@@ -442,9 +442,14 @@ pub fn summary_table(driven: &Driven, store: &Store) -> String {
         }
         lines.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         s.push_str(&format!(
-            "\n{} ({} gene(s)){}\n{:<44} {:>4} {:>5} {:>16} {:>9}\n",
+            "\n{} ({} {}){}\n{:<44} {:>4} {:>5} {:>16} {:>9}\n",
             stage.name,
             lines.len(),
+            if tuned {
+                "gene × trial pairs"
+            } else {
+                "gene(s)"
+            },
             if stage.complete {
                 ""
             } else {
