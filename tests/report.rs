@@ -99,6 +99,9 @@ fn planted_effects_get_the_right_verdicts() {
         &Default::default(),
     );
     assert!(md.contains("is better than the baseline by"), "{md}");
+    // the interval of the improvement is stated as positive numbers, low to high
+    let ci = format!("(95 % CI {:.2} to {:.2};", -b.ci.high, -b.ci.low);
+    assert!(md.contains(&ci) && -b.ci.high > 0.0, "{ci} in {md}");
     assert!(md.contains("no detectable difference"), "{md}");
     assert!(md.contains("1 run(s) diverged"), "{md}");
     // Four genes share the seeds: Friedman finds the better gene, and Conover separates

@@ -425,15 +425,23 @@ pub fn sentence(c: &Comparison, opts: &Options) -> String {
         format!("{} vs {} runs", c.n, c.n_baseline)
     };
     let base = match c.verdict {
-        Verdict::Better | Verdict::Worse => format!(
-            "`{}` is {} than the baseline by {:.2} ppl (95 % CI {:.2} to {:.2}; Holm-adjusted p = {}; {how}).",
-            c.gene,
-            if c.verdict == Verdict::Better { "better" } else { "worse" },
-            c.diff.abs(),
-            c.ci.low,
-            c.ci.high,
-            pfmt(c.pvalue_holm),
-        ),
+        // The interval of the improvement (better) or of the deficit (worse), both positive.
+        Verdict::Better | Verdict::Worse => {
+            let (lo, hi) = if c.verdict == Verdict::Better {
+                (-c.ci.high, -c.ci.low)
+            } else {
+                (c.ci.low, c.ci.high)
+            };
+            format!(
+                "`{}` is {} than the baseline by {:.2} ppl (95 % CI {:.2} to {:.2}; Holm-adjusted p = {}; {how}).",
+                c.gene,
+                if c.verdict == Verdict::Better { "better" } else { "worse" },
+                c.diff.abs(),
+                lo,
+                hi,
+                pfmt(c.pvalue_holm),
+            )
+        }
         Verdict::NoDifference => format!(
             "`{}`: no detectable difference from the baseline (difference {} ppl, 95 % CI {} to {}; Holm-adjusted p = {}; {how}){}.",
             c.gene,
@@ -859,7 +867,7 @@ fn curves_chart(a: &Analysis, rows: &[RunRow], curves: &[CurveRow]) -> Option<pl
             "training loss".into()
         },
         x_categories: vec![],
-        integer_x: false,
+        integer_x: true,
         series,
     })
 }
