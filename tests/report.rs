@@ -226,8 +226,8 @@ fn ablation_finds_the_planted_factor() {
     let differ: Vec<(usize, usize)> = gating
         .pairs
         .iter()
-        .filter(|p| p.4 <= 0.05)
-        .map(|p| (p.0, p.1))
+        .filter(|p| p.pvalue_holm <= 0.05)
+        .map(|p| (p.a, p.b))
         .collect();
     assert_eq!(differ, [(0, 1), (1, 2)], "{:?}", gating.pairs);
     let og = gating.marginal[1];

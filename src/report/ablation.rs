@@ -21,8 +21,25 @@ pub struct Factor {
     pub marginal: Vec<(f64, usize, stats::Interval)>,
     /// Kruskal–Wallis over the levels (diverged runs rank worst).
     pub kruskal: kgroups::KTest,
-    /// Seed-paired comparisons of levels: (i, j, mean diff i − j, paired t p, Holm p, pairs).
-    pub pairs: Vec<(usize, usize, f64, f64, f64, usize)>,
+    /// Seed-paired comparisons of its levels, Holm-adjusted within the factor.
+    pub pairs: Vec<LevelPair>,
+}
+
+/// Levels `a` and `b` of a factor compared over the seeds both have.
+#[derive(Debug, Clone)]
+pub struct LevelPair {
+    /// Level indices.
+    pub a: usize,
+    /// Level indices.
+    pub b: usize,
+    /// Mean difference a − b of the per-seed level means.
+    pub diff: f64,
+    /// Paired t-test p-value.
+    pub pvalue: f64,
+    /// Holm-adjusted p-value.
+    pub pvalue_holm: f64,
+    /// Seeds compared.
+    pub seeds: usize,
 }
 
 /// The ablation analysis.
@@ -149,14 +166,21 @@ pub fn analyse(rows: &[RunRow]) -> Option<AblationAnalysis> {
                     f64::NAN
                 };
                 let d = stats::mean(&x) - stats::mean(&yy);
-                pairs.push((i, j, d, p, f64::NAN, x.len()));
+                pairs.push(LevelPair {
+                    a: i,
+                    b: j,
+                    diff: d,
+                    pvalue: p,
+                    pvalue_holm: f64::NAN,
+                    seeds: x.len(),
+                });
             }
         }
-        let ps: Vec<f64> = pairs.iter().map(|p| p.3).collect();
+        let ps: Vec<f64> = pairs.iter().map(|p| p.pvalue).collect();
         if ps.iter().all(|p| p.is_finite()) && !ps.is_empty() {
             if let Ok(adj) = multitest::adjust(&ps, multitest::Method::Holm) {
                 for (p, q) in pairs.iter_mut().zip(adj) {
-                    p.4 = q;
+                    p.pvalue_holm = q;
                 }
             }
         }
@@ -182,7 +206,7 @@ pub fn analyse(rows: &[RunRow]) -> Option<AblationAnalysis> {
                 })
                 .collect();
             let v: Vec<f64> = rs.iter().filter_map(|r| r.val_ppl).collect();
-            let (m, sd) = super::mean_sd(&v);
+            let (m, sd) = crate::stats::mean_sd(&v);
             cells.insert((i, j), (m, sd, v.len(), rs.len()));
         }
     }
@@ -227,8 +251,8 @@ pub fn verdict(a: &AblationAnalysis, alpha: f64) -> Vec<String> {
         let sig: Vec<String> = f
             .pairs
             .iter()
-            .filter(|p| p.4 <= alpha && (p.0 == best || p.1 == best))
-            .map(|p| f.levels[if p.0 == best { p.1 } else { p.0 }].clone())
+            .filter(|p| p.pvalue_holm <= alpha && (p.a == best || p.b == best))
+            .map(|p| f.levels[if p.a == best { p.b } else { p.a }].clone())
             .collect();
         out.push(format!(
             "Best {} on average: `{}` ({} ppl); Holm-significantly better than {}.",
@@ -332,16 +356,17 @@ pub fn markdown(a: &AblationAnalysis, alpha: f64, plot: Option<&str>) -> String 
             "\nSeed-paired comparisons (per seed, each level's mean over the other factor's cells; paired t-test; Holm over the {} pairs of this factor):\n\n| level | level | diff (ppl) | seeds | p | Holm p | differ |\n|---|---|---:|---:|---:|---:|---|",
             f.pairs.len()
         );
-        for (i, j, d, p, q, n) in &f.pairs {
+        for p in &f.pairs {
             let _ = writeln!(
                 s,
-                "| `{}` | `{}` | {} | {n} | {} | {} | {} |",
-                f.levels[*i],
-                f.levels[*j],
-                f2(*d),
-                pfmt(*p),
-                pfmt(*q),
-                if *q <= alpha { "yes" } else { "no" }
+                "| `{}` | `{}` | {} | {} | {} | {} | {} |",
+                f.levels[p.a],
+                f.levels[p.b],
+                f2(p.diff),
+                p.seeds,
+                pfmt(p.pvalue),
+                pfmt(p.pvalue_holm),
+                if p.pvalue_holm <= alpha { "yes" } else { "no" }
             );
         }
     }

@@ -20,18 +20,6 @@ pub mod ablation;
 pub mod plots;
 pub mod tune;
 
-/// Mean and sample sd (NaN when undefined).
-fn mean_sd(v: &[f64]) -> (f64, f64) {
-    (
-        stats::mean(v),
-        if v.len() > 1 {
-            stats::var(v).sqrt()
-        } else {
-            f64::NAN
-        },
-    )
-}
-
 /// Choices of the analysis.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -156,7 +144,7 @@ pub struct Analysis {
     /// Ablation (ablate studies).
     pub ablation: Option<ablation::AblationAnalysis>,
     /// Unit ids of the analysed runs.
-    pub unit_ids: Vec<String>,
+    pub unit_ids: std::collections::BTreeSet<String>,
     /// The configuration of each analysed gene (its first run's).
     pub per_gene_config: Vec<(Gene, crate::train::TrainConfig)>,
     /// Options used.
@@ -182,7 +170,7 @@ pub fn analyse(rows: &[RunRow], opts: Options) -> Analysis {
     } else {
         ("all runs".into(), rows.iter().collect())
     };
-    let unit_ids: Vec<String> = scoped.iter().map(|r| r.unit_id.clone()).collect();
+    let unit_ids = scoped.iter().map(|r| r.unit_id.clone()).collect();
     let mut per_gene_config: Vec<(Gene, crate::train::TrainConfig)> = Vec::new();
     for r in &scoped {
         if !per_gene_config.iter().any(|(g, _)| *g == r.gene) {
@@ -509,13 +497,13 @@ pub fn markdown(a: &Analysis, rows: &[RunRow], prov: &Provenance, plots: &PlotFi
     }
     if !a.comparisons.is_empty() {
         let _ = writeln!(
-        s,
-        "\nBetter/worse means significant after Holm's correction over the {} comparisons (α = {}) **and** at least {} ppl apart; lower perplexity is better. Analysed: {}.\n",
-        a.comparisons.len(),
-        o.alpha,
-        o.threshold,
-        a.scope
-    );
+            s,
+            "\nBetter/worse means significant after Holm's correction over the {} comparisons (α = {}) **and** at least {} ppl apart; lower perplexity is better. Analysed: {}.\n",
+            a.comparisons.len(),
+            o.alpha,
+            o.threshold,
+            a.scope
+        );
     }
     let _ = writeln!(s, "## Leaderboard (validation perplexity)\n");
     let _ = writeln!(
@@ -796,12 +784,8 @@ pub fn tests_frame(a: &Analysis) -> Result<DataFrame> {
 /// Learning curves of the analysed runs: validation ppl when every run has at least two
 /// validation points, training loss otherwise.
 fn curves_chart(a: &Analysis, rows: &[RunRow], curves: &[CurveRow]) -> Option<plots::LineChart> {
-    let wanted: std::collections::HashSet<&str> = a.unit_ids.iter().map(|s| s.as_str()).collect();
     let mut by_unit: BTreeMap<&str, Vec<&CurveRow>> = BTreeMap::new();
-    for c in curves
-        .iter()
-        .filter(|c| wanted.contains(c.unit_id.as_str()))
-    {
+    for c in curves.iter().filter(|c| a.unit_ids.contains(&c.unit_id)) {
         by_unit.entry(c.unit_id.as_str()).or_default().push(c);
     }
     if by_unit.is_empty() {
@@ -841,7 +825,7 @@ fn curves_chart(a: &Analysis, rows: &[RunRow], curves: &[CurveRow]) -> Option<pl
             let pts: Vec<(f64, f64, f64)> = steps
                 .iter()
                 .map(|(st, v)| {
-                    let (m, sd) = mean_sd(v);
+                    let (m, sd) = stats::mean_sd(v);
                     (*st as f64, m, if sd.is_finite() { sd } else { 0.0 })
                 })
                 .collect();

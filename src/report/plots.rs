@@ -3,6 +3,7 @@
 //! machine). Two shapes cover every plot: a strip/box chart of values per group and a line
 //! chart with optional bands and markers.
 
+use crate::stats::resample::percentile_sorted as quantile;
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 
@@ -41,17 +42,6 @@ fn bounds(values: impl IntoIterator<Item = f64>) -> (f64, f64) {
     }
     let pad = ((hi - lo) * 0.05).max(hi.abs().max(1.0) * 1e-3);
     (lo - pad, hi + pad)
-}
-
-/// Quantile with numpy's linear interpolation, of sorted values.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let h = (sorted.len() - 1) as f64 * q;
-    let (i, f) = (h.floor() as usize, h - h.floor());
-    if i + 1 < sorted.len() {
-        sorted[i] + f * (sorted[i + 1] - sorted[i])
-    } else {
-        sorted[i]
-    }
 }
 
 /// A label for an integer position of a categorical axis (empty between categories).
@@ -97,7 +87,7 @@ pub fn strip_chart(title: &str, x_desc: &str, groups: &[(String, Vec<f64>)]) -> 
             let mut s: Vec<f64> = vals.iter().copied().filter(|v| v.is_finite()).collect();
             s.sort_by(f64::total_cmp);
             if s.len() >= 2 {
-                let (q1, med, q3) = (quantile(&s, 0.25), quantile(&s, 0.5), quantile(&s, 0.75));
+                let (q1, med, q3) = (quantile(&s, 25.0), quantile(&s, 50.0), quantile(&s, 75.0));
                 chart
                     .draw_series([Rectangle::new(
                         [(q1, y - 0.25), (q3, y + 0.25)],
@@ -291,14 +281,6 @@ pub fn line_chart(c: &LineChart) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantiles_follow_numpy_linear() {
-        let s = [1.0, 2.0, 4.0, 8.0];
-        assert_eq!(quantile(&s, 0.5), 3.0);
-        assert_eq!(quantile(&s, 0.25), 1.75);
-        assert_eq!(quantile(&s, 1.0), 8.0);
-    }
 
     #[test]
     fn charts_are_deterministic_svg() {

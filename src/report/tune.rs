@@ -1,8 +1,8 @@
 //! The tune section: each gene's trials, its best hyperparameters and its expected best
 //! validation ppl against the number of trials (Dodge et al. 2019).
 
+use super::f2;
 use super::plots::{LineChart, Mark, Series};
-use super::{f2, mean_sd};
 use crate::gene::Gene;
 use crate::search::tune::{self, Trial};
 use crate::stats::expected::expected_best_curves;
@@ -38,7 +38,6 @@ pub fn analyse(rows: &[RunRow]) -> Option<TuneAnalysis> {
     if all.is_empty() {
         return None;
     }
-    let best = tune::best_trials(rows);
     let seeds_per_trial = all
         .values()
         .flatten()
@@ -51,7 +50,7 @@ pub fn analyse(rows: &[RunRow]) -> Option<TuneAnalysis> {
             let fitness: Vec<f64> = trials.iter().map(|t| t.fitness).collect();
             GeneTuning {
                 gene,
-                best: best[&gene].index,
+                best: tune::best_of(&trials).map_or(0, |t| t.index),
                 curve: expected_best_curves(&fitness),
                 trials,
             }
@@ -149,7 +148,7 @@ pub fn markdown(t: &TuneAnalysis, plot: Option<&str>) -> String {
                 .map(|v| v.map_or("diverged".into(), f2))
                 .collect();
             let fin: Vec<f64> = tr.vals.iter().flatten().copied().collect();
-            let (m, sd) = mean_sd(&fin);
+            let (m, sd) = crate::stats::mean_sd(&fin);
             let _ = writeln!(
                 s,
                 "| `{}` | {}{} | {} | {} | {} ± {} |",
@@ -170,20 +169,22 @@ pub fn markdown(t: &TuneAnalysis, plot: Option<&str>) -> String {
 pub fn chart(t: &TuneAnalysis) -> LineChart {
     let mut series = Vec::new();
     for (i, g) in t.genes.iter().enumerate() {
-        series.push(Series {
-            label: format!("{} (with replacement)", g.gene),
-            points: g.curve.iter().map(|c| (c.0 as f64, c.1)).collect(),
-            band: vec![],
-            mark: Mark::Line,
-            color: i,
-        });
-        series.push(Series {
-            label: format!("{} (without)", g.gene),
-            points: g.curve.iter().map(|c| (c.0 as f64, c.2)).collect(),
-            band: vec![],
-            mark: Mark::Dots,
-            color: i,
-        });
+        for (what, mark, with) in [
+            ("with replacement", Mark::Line, true),
+            ("without", Mark::Dots, false),
+        ] {
+            series.push(Series {
+                label: format!("{} ({what})", g.gene),
+                points: g
+                    .curve
+                    .iter()
+                    .map(|c| (c.0 as f64, if with { c.1 } else { c.2 }))
+                    .collect(),
+                band: vec![],
+                mark,
+                color: i,
+            });
+        }
     }
     LineChart {
         title: "Expected best validation ppl vs. trials".into(),

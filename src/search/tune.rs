@@ -114,15 +114,18 @@ pub fn trials(rows: &[RunRow]) -> BTreeMap<Gene, Vec<Trial>> {
     out
 }
 
-/// Each gene's best trial (lowest mean validation ppl; ties: the earlier trial).
+/// The best of a gene's trials (lowest mean validation ppl; ties: the earlier trial).
+pub fn best_of(trials: &[Trial]) -> Option<&Trial> {
+    trials
+        .iter()
+        .reduce(|a, b| if b.fitness < a.fitness { b } else { a })
+}
+
+/// Each gene's best trial.
 pub fn best_trials(rows: &[RunRow]) -> BTreeMap<Gene, Trial> {
     trials(rows)
         .into_iter()
-        .filter_map(|(g, ts)| {
-            ts.into_iter()
-                .reduce(|a, b| if b.fitness < a.fitness { b } else { a })
-                .map(|t| (g, t))
-        })
+        .filter_map(|(g, ts)| best_of(&ts).map(|t| (g, t.clone())))
         .collect()
 }
 

@@ -58,6 +58,11 @@ pub fn mean(x: &[f64]) -> f64 {
     x.iter().sum::<f64>() / x.len() as f64
 }
 
+/// Mean and sample sd (n − 1); NaN where undefined.
+pub fn mean_sd(x: &[f64]) -> (f64, f64) {
+    (mean(x), var(x).sqrt())
+}
+
 /// Sample variance with n − 1 in the denominator (NaN for n < 2).
 pub fn var(x: &[f64]) -> f64 {
     let n = x.len();

@@ -191,11 +191,22 @@ pub fn resolve_external(study: &Study, root: &Path) -> Result<External> {
         if rep.include_baseline {
             genes.push(Gene::BASELINE);
         }
-        if let Some(g) = genes.iter().find(|g| !h.contains_key(g)) {
-            bail!("{at}: gene `{g}` was not tuned in `{tune}`; add it to that study's [tune] genes or drop it here");
-        }
+        check_tuned(&genes, h, tune, at)?;
     }
     Ok(External { genes, hparams })
+}
+
+/// Every gene of a tuned replication must have a tuned configuration.
+fn check_tuned(
+    genes: &[Gene],
+    tuned: &std::collections::BTreeMap<Gene, crate::train::TrainConfig>,
+    tune: &str,
+    at: &str,
+) -> Result<()> {
+    if let Some(g) = genes.iter().find(|g| !tuned.contains_key(g)) {
+        bail!("{at}: gene `{g}` was not tuned in `{tune}`; add it to that study's [tune] genes or drop it here");
+    }
+    Ok(())
 }
 
 fn scores_of(store: &Store, planner: &Planner, requests: &[(Gene, u64)]) -> Scores {
@@ -392,21 +403,6 @@ impl Runner for StatusRunner {
     }
 }
 
-/// Mean and sample sd of the finite values.
-fn mean_sd(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    let m = v.iter().sum::<f64>() / n;
-    let sd = if v.len() > 1 {
-        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-    } else {
-        f64::NAN
-    };
-    (m, sd)
-}
-
 /// The end-of-run summary: per stage, per gene (best mean validation ppl first).
 pub fn summary_table(driven: &Driven, store: &Store) -> String {
     let mut s = String::new();
@@ -436,8 +432,8 @@ pub fn summary_table(driven: &Driven, store: &Store) -> String {
             let vals: Vec<f64> = rows.iter().filter_map(|r| r.val_ppl).collect();
             let tests: Vec<f64> = rows.iter().filter_map(|r| r.test_ppl).collect();
             let diverged = rows.iter().filter(|r| r.diverged_at.is_some()).count();
-            let (m, sd) = mean_sd(&vals);
-            let (tm, _) = mean_sd(&tests);
+            let (m, sd) = crate::stats::mean_sd(&vals);
+            let (tm, _) = crate::stats::mean_sd(&tests);
             lines.push((m, label, rows.len(), diverged, sd, tm));
         }
         lines.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
