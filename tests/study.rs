@@ -423,6 +423,27 @@ fn tune_then_replicate_with_each_genes_tuned_hyperparameters() {
         "{err}"
     );
     assert!(!store.join("bad").exists());
+    // The same holds for genes ranked by the study's own search, found only after it ran.
+    let own = write_study(
+        &dir,
+        "own",
+        "name = \"own\"\nkind = \"evolve\"\npreset = \"smoke\"\n[evolve]\npopulation = 2\nelites = 1\ngenerations = 1\n[replicate]\nfrom = { study = \"own\", top = 1 }\nhparams = { from = \"t\" }\n",
+    );
+    let o = Command::new(bin())
+        .args([
+            "run",
+            own.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("was not tuned in `t`"),
+        "{err}"
+    );
 
     let rep = write_study(
         &dir,

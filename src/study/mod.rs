@@ -321,6 +321,10 @@ pub fn drive(study: &Study, external: External, runner: &mut dyn Runner) -> Resu
             .flat_map(|&g| rep.seeds.iter().map(move |&s| (g, s)))
             .collect();
         if let Some(h) = external.hparams {
+            // Genes ranked by this study's own search are only known now.
+            if let Some((tune, at)) = &rep.hparams_from {
+                check_tuned(&genes, &h, tune, at)?;
+            }
             runner.planner_mut().per_gene = h;
         }
         let complete = runner.ensure("replicate", &requests, false)?;
