@@ -81,6 +81,16 @@ fn hp(c: &crate::train::TrainConfig) -> String {
     )
 }
 
+/// Median of sorted values; +∞ when a middle value is (a trial with a diverged seed).
+fn median_sorted(f: &[f64]) -> f64 {
+    let n = f.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => f[n / 2],
+        _ => (f[n / 2 - 1] + f[n / 2]) / 2.0,
+    }
+}
+
 /// The Markdown section (plot file name `plot`, or none).
 pub fn markdown(t: &TuneAnalysis, plot: Option<&str>) -> String {
     let mut s = String::new();
@@ -106,7 +116,7 @@ pub fn markdown(t: &TuneAnalysis, plot: Option<&str>) -> String {
             b.index,
             hp(&b.config),
             f2(b.fitness),
-            f2(f[f.len() / 2]),
+            f2(median_sorted(&f)),
             f2(f[f.len() - 1])
         );
     }
@@ -193,5 +203,18 @@ pub fn chart(t: &TuneAnalysis) -> LineChart {
         x_categories: vec![],
         integer_x: true,
         series,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median_sorted;
+
+    #[test]
+    fn median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median_sorted(&[1.0, 2.0, 4.0, 8.0]), 3.0);
+        assert_eq!(median_sorted(&[1.0, 2.0, 4.0]), 2.0);
+        assert_eq!(median_sorted(&[1.0, f64::INFINITY]), f64::INFINITY);
+        assert!(median_sorted(&[]).is_nan());
     }
 }
