@@ -11,7 +11,8 @@ pub mod gene;
 pub mod model;
 pub mod report;
 pub mod search;
-pub mod stats;
+pub use evoattn_stats as stats;
+pub use evoattn_stats::seed;
 pub mod study;
 pub mod train;
 

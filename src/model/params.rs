@@ -5,7 +5,7 @@
 //! (a) replica r of an R-replica model equals a 1-replica model with the same seed, and
 //! (b) a parameter that two genes share (same name, same shape) starts identical in both.
 
-use crate::data::batch::derive_seed;
+use crate::seed::derive_seed;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

@@ -2,7 +2,6 @@
 //! uniform random search ([`random_genes`]). Both are pure given their seeds; training is
 //! behind the `evaluate` callback, so the same code plans, runs and reports status.
 
-use crate::data::batch::derive_seed;
 use crate::gene::{Gating, Gene, Normalization, Similarity, Temperature, GENE_COUNT};
 use crate::study::spec::{EvolveSpec, RandomSearchSpec};
 use crate::study::store::GenerationRow;
@@ -50,9 +49,7 @@ pub struct Individual {
     pub operator: Operator,
 }
 
-pub(crate) fn rng_for(seed: u64, tag: &str) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(derive_seed(seed, tag))
-}
+use crate::seed::rng_for;
 
 /// `n` distinct genes drawn uniformly without replacement.
 fn draw_distinct(rng: &mut ChaCha8Rng, n: usize) -> Vec<Gene> {

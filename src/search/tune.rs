@@ -4,8 +4,8 @@
 //! Every gene gets the *same* trial configurations (common random numbers), so genes differ
 //! only in how well they use an identical budget.
 
-use super::rng_for;
 use crate::gene::Gene;
+use crate::seed::rng_for;
 use crate::study::store::RunRow;
 use crate::train::TrainConfig;
 use rand::Rng;

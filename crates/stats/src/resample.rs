@@ -5,7 +5,7 @@
 //! parallel with rayon.
 
 use super::norm_cdf;
-use crate::data::batch::derive_seed;
+use crate::seed::derive_seed;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;

@@ -11,7 +11,7 @@
 //! deep-significance returns 0 ("A better"); this returns NaN — identical samples are not
 //! evidence that A is better.
 
-use crate::data::batch::derive_seed;
+use crate::seed::derive_seed;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;

@@ -20,6 +20,7 @@ pub mod noise;
 pub mod power;
 pub mod rank;
 pub mod resample;
+pub mod seed;
 pub mod ttest;
 
 use serde::{Deserialize, Serialize};
