@@ -7,7 +7,7 @@ use crate::study::spec::{EvolveSpec, RandomSearchSpec};
 use crate::study::store::GenerationRow;
 use anyhow::Result;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
 
