@@ -1,8 +1,19 @@
 //! The attention gene space (`../shared/design/genes.md`).
 //!
 //! A gene is four components written `similarity+normalization+gating+temperature`,
-//! e.g. `dot+sparsemax+output_gate+learned`. Every combination is valid:
-//! 6 × 6 × 5 × 4 = 720 genes.
+//! e.g. `dot+sparsemax+output_gate+learned`. Every combination is valid, so the space has
+//! [`GENE_COUNT`] genes, the product of the components' value counts.
+//!
+//! A component's values are one enum here; each value's parameters and forward live in
+//! `src/model/attention/<component>.rs` as exhaustive matches, so adding a value is two
+//! edits: its variant here and its arm there (the compiler points at the second).
+//!
+//! **Growing the space.** The canonical order ([`Gene::all`], [`Gene::index`], the short
+//! ids) and every draw of the GA and of random search are defined over the current space.
+//! A new value renumbers genes and changes those draws, so [`SPACE_VERSION`] must be bumped
+//! with it: stores record the version they were planned with (`meta.json`), the unit hash
+//! includes it (from version 2 on), and a search study refuses to resume under another
+//! version rather than silently planning different genes.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -146,27 +157,110 @@ impl Temperature {
 pub enum GeneError {
     /// The text does not have four `+`-separated components.
     #[error("gene `{text}` must have 4 components written similarity+normalization+gating+temperature (e.g. dot+softmax+none+fixed), found {found}")]
-    WrongArity { text: String, found: usize },
+    WrongArity {
+        /// The text given.
+        text: String,
+        /// How many components it had.
+        found: usize,
+    },
     /// A component has a value outside its set.
     #[error("unknown {component} `{value}`; valid values: {valid}")]
     UnknownValue {
+        /// The component's name.
         component: &'static str,
+        /// The value given.
         value: String,
+        /// The valid values, comma-separated.
         valid: String,
     },
 }
 
-/// One attention mechanism: a point in the 720-gene space.
+/// One of the four components of a gene, in gene order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Component {
+    /// [`Similarity`].
+    Similarity,
+    /// [`Normalization`].
+    Normalization,
+    /// [`Gating`].
+    Gating,
+    /// [`Temperature`].
+    Temperature,
+}
+
+impl Component {
+    /// The four components, in gene order.
+    pub const ALL: [Component; 4] = [
+        Component::Similarity,
+        Component::Normalization,
+        Component::Gating,
+        Component::Temperature,
+    ];
+
+    /// The component's name (`similarity`, …), as in study files and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::Similarity => Similarity::COMPONENT,
+            Component::Normalization => Normalization::COMPONENT,
+            Component::Gating => Gating::COMPONENT,
+            Component::Temperature => Temperature::COMPONENT,
+        }
+    }
+
+    /// The canonical spellings of its values, in canonical order.
+    pub fn values(self) -> Vec<&'static str> {
+        fn names<T: Copy>(all: &[T], f: fn(T) -> &'static str) -> Vec<&'static str> {
+            all.iter().map(|v| f(*v)).collect()
+        }
+        match self {
+            Component::Similarity => names(Similarity::ALL, Similarity::as_str),
+            Component::Normalization => names(Normalization::ALL, Normalization::as_str),
+            Component::Gating => names(Gating::ALL, Gating::as_str),
+            Component::Temperature => names(Temperature::ALL, Temperature::as_str),
+        }
+    }
+}
+
+impl fmt::Display for Component {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Component {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Component::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s.trim())
+            .ok_or_else(|| {
+                format!(
+                    "unknown component `{s}`; valid components: similarity, normalization, gating, temperature"
+                )
+            })
+    }
+}
+
+/// One attention mechanism: a point in the gene space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Gene {
+    /// How a query and a key are compared.
     pub similarity: Similarity,
+    /// How a row of logits becomes weights.
     pub normalization: Normalization,
+    /// What gates the attention output.
     pub gating: Gating,
+    /// The scale multiplying the logits.
     pub temperature: Temperature,
 }
 
-/// Number of genes in the space.
-pub const GENE_COUNT: usize = 720;
+/// Number of genes in the space: the product of the components' value counts.
+pub const GENE_COUNT: usize =
+    Similarity::ALL.len() * Normalization::ALL.len() * Gating::ALL.len() * Temperature::ALL.len();
+
+/// Version of the gene space: bump it whenever a component gains, loses or reorders a
+/// value (see the module docs). 1: the space of `genes.md` (6 × 6 × 5 × 4).
+pub const SPACE_VERSION: u32 = 1;
 
 impl Gene {
     /// The published baseline, `dot+softmax+none+fixed`.
@@ -184,7 +278,7 @@ impl Gene {
         temperature: Temperature::Learned,
     };
 
-    /// All 720 genes in canonical order (similarity slowest, temperature fastest).
+    /// Every gene in canonical order (similarity slowest, temperature fastest).
     pub fn all() -> Vec<Gene> {
         let mut out = Vec::with_capacity(GENE_COUNT);
         for &similarity in Similarity::ALL {
@@ -204,7 +298,8 @@ impl Gene {
         out
     }
 
-    /// Position of this gene in [`Gene::all`] (0..720); stable across versions.
+    /// Position of this gene in [`Gene::all`] (0..[`GENE_COUNT`]); stable within a
+    /// [`SPACE_VERSION`].
     pub fn index(&self) -> usize {
         let g = Gating::ALL.len();
         let t = Temperature::ALL.len();
@@ -221,6 +316,28 @@ impl Gene {
     /// A stable short id: `g` and the zero-padded index, e.g. `g000` for the baseline.
     pub fn short_id(&self) -> String {
         format!("g{:03}", self.index())
+    }
+
+    /// The value of component `c`, e.g. `sparsemax` for [`Component::Normalization`].
+    pub fn get(&self, c: Component) -> &'static str {
+        match c {
+            Component::Similarity => self.similarity.as_str(),
+            Component::Normalization => self.normalization.as_str(),
+            Component::Gating => self.gating.as_str(),
+            Component::Temperature => self.temperature.as_str(),
+        }
+    }
+
+    /// This gene with component `c` set to `value` (an error lists the valid values).
+    pub fn with(self, c: Component, value: &str) -> Result<Gene, GeneError> {
+        let mut g = self;
+        match c {
+            Component::Similarity => g.similarity = value.parse()?,
+            Component::Normalization => g.normalization = value.parse()?,
+            Component::Gating => g.gating = value.parse()?,
+            Component::Temperature => g.temperature = value.parse()?,
+        }
+        Ok(g)
     }
 }
 
@@ -272,13 +389,32 @@ mod tests {
     use std::collections::HashSet;
 
     #[test]
-    fn space_has_720_distinct_genes() {
+    fn space_has_the_genes_md_count_of_distinct_genes() {
         let all = Gene::all();
+        // genes.md: 6 similarities × 6 normalizations × 5 gatings × 4 temperatures.
+        assert_eq!(GENE_COUNT, 6 * 6 * 5 * 4);
         assert_eq!(all.len(), GENE_COUNT);
         let set: HashSet<_> = all.iter().collect();
-        assert_eq!(set.len(), 720);
+        assert_eq!(set.len(), GENE_COUNT);
         let ids: HashSet<_> = all.iter().map(|g| g.short_id()).collect();
-        assert_eq!(ids.len(), 720);
+        assert_eq!(ids.len(), GENE_COUNT);
+    }
+
+    #[test]
+    fn get_and_with_address_components_by_type() {
+        let g = Gene::PUBLISHED_WINNER;
+        let parts: Vec<&str> = Component::ALL.iter().map(|&c| g.get(c)).collect();
+        assert_eq!(parts.join("+"), g.to_string());
+        let h = g.with(Component::Gating, "highway").unwrap();
+        assert_eq!(h.to_string(), "dot+sparsemax+highway+learned");
+        let e = g.with(Component::Gating, "gated").unwrap_err().to_string();
+        assert!(e.contains("gating") && e.contains("highway"), "{e}");
+        assert_eq!("gating".parse::<Component>(), Ok(Component::Gating));
+        assert!("gate".parse::<Component>().is_err());
+        assert_eq!(
+            Component::Normalization.values().len(),
+            Normalization::ALL.len()
+        );
     }
 
     #[test]
@@ -289,7 +425,7 @@ mod tests {
             assert_eq!(g.index(), i);
             assert_eq!(Gene::from_index(i), Some(g));
         }
-        assert_eq!(Gene::from_index(720), None);
+        assert_eq!(Gene::from_index(GENE_COUNT), None);
     }
 
     #[test]
@@ -303,7 +439,7 @@ mod tests {
         // dot=0, sparsemax=2, output_gate=1, learned=1 -> ((0*6+2)*5+1)*4+1 = 45
         assert_eq!(Gene::PUBLISHED_WINNER.short_id(), "g045");
         let g: Gene = "neg_l2+sigmoid+highway+log_n".parse().unwrap();
-        assert_eq!(g.index(), 719);
+        assert_eq!(g.index(), GENE_COUNT - 1);
     }
 
     #[test]

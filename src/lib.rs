@@ -1,20 +1,39 @@
 //! evoattn: evolutionary search over attention mechanisms, wrapped with repeated-seed
 //! evaluation, equally tuned baselines and hypothesis tests.
 //!
-//! Data flows one way: gene space ([`gene`]) → data ([`data`]) → model ([`model`]) →
-//! training and evaluation ([`train`]) → studies: plan, execute, store ([`study`], with the
-//! searches of [`search`]) → statistics ([`stats`]).
+//! Dependencies run one way, following the data:
+//!
+//! ```text
+//! gene ─▶ data ─▶ model ─▶ train ─▶ search ─▶ study (spec ▶ kinds ▶ plan ▶ exec ▶ store) ─▶ report
+//!                                              ▲ stats (a crate of its own: imports nothing of evoattn)
+//! ```
+//!
+//! - [`gene`]: the space (four component enums); [`seed`]: seed derivation, a leaf used by
+//!   data, model, stats and search; [`version`]: build facts; [`record`]: the rows a study
+//!   produces, shared by store, search, report and CLI.
+//! - [`data`] (WikiText-2) → [`model`] (the transformer; [`model::attention`] has one file
+//!   per gene component) → [`train`] (AdamW, evaluation).
+//! - [`search`]: GA, random search, hyperparameter trials; pure, behind callbacks.
+//! - [`study`]: study files ([`study::spec`]), one module per kind ([`study::kinds`]),
+//!   units and packs ([`study::plan`]), training them ([`study::exec`]), the resumable
+//!   Parquet store ([`study::store`]).
+//! - [`stats`] (the `evoattn-stats` crate) → [`report`]: analysis, Markdown, charts,
+//!   `tests.parquet`.
+//!
+//! The binary (`src/main.rs`, `src/cli/`) only parses arguments and prints.
+
+#![warn(missing_docs)]
 
 pub mod cpu;
 pub mod data;
 pub mod gene;
 pub mod model;
+pub mod record;
 pub mod report;
 pub mod search;
-pub use evoattn_stats as stats;
-pub use evoattn_stats::seed;
 pub mod study;
 pub mod train;
+pub mod version;
 
-/// Version of the training semantics; bumped whenever a change alters results.
-pub const ENGINE_VERSION: u32 = 1;
+pub use evoattn_stats as stats;
+pub use evoattn_stats::seed;

@@ -1,8 +1,8 @@
 //! Reports on synthetic stores with planted effects.
 
 use evoattn::gene::Gene;
+use evoattn::record::{RunRow, Stage};
 use evoattn::report::{self, Verdict};
-use evoattn::study::store::RunRow;
 use evoattn::train::Preset;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -11,7 +11,7 @@ use rand_distr::{Distribution, Normal};
 fn row(gene: Gene, seed: u64, val: Option<f64>) -> RunRow {
     RunRow {
         study: "synthetic".into(),
-        stage: "replicate".into(),
+        stage: Stage::Replicate,
         unit_id: format!("{}-{seed}", gene.short_id()),
         pack_id: "p".into(),
         gene,
@@ -190,7 +190,7 @@ fn ablation_store() -> Vec<RunRow> {
                 let v = 100.0 + effect + seed_effect + noise.sample(&mut rng);
                 let diverged = seed == 2 && norm == "sigmoid" && gate == "highway";
                 let mut r = row(gene, seed, (!diverged).then_some(v));
-                r.stage = "ablate".into();
+                r.stage = Stage::Ablate;
                 rows.push(r);
             }
         }
@@ -255,7 +255,7 @@ fn tune_reports_best_trials_and_expected_best_curves() {
                 let best = if g == Gene::BASELINE { 2 } else { 1 };
                 let v = 100.0 + 2.0 * (t as f64 - best as f64).abs() + seed as f64 * 0.1;
                 let mut r = row(g, seed, Some(v));
-                r.stage = "tune".into();
+                r.stage = Stage::Tune;
                 r.config.lr = lr;
                 r.unit_id = format!("{}-{t}-{seed}", g.short_id());
                 rows.push(r);
@@ -300,7 +300,7 @@ fn best_so_far_tracks_the_running_minimum_of_gene_means() {
         row(g("cosine+softmax+none+fixed"), 1, Some(101.0)),
     ];
     for r in &mut rows {
-        r.stage = "search".into();
+        r.stage = Stage::Search;
     }
     let b = report::best_so_far(&rows);
     let ys: Vec<f64> = b.iter().map(|p| p.1).collect();

@@ -2,7 +2,8 @@
 //! SIGKILL, two processes on one store, shards, GA determinism across --jobs, bad files.
 //! Needs the data (EVOATTN_DATA or the default data directory); under CI its absence fails.
 
-use evoattn::study::store::{read_parquet, runs_from_frame, RunRow};
+use evoattn::record::RunRow;
+use evoattn::study::store::{read_parquet, runs_from_frame};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -389,7 +390,7 @@ fn tune_then_replicate_with_each_genes_tuned_hyperparameters() {
     let out = run(&tune, &store, &[]);
     assert_eq!(trained_now(&out), 12, "2 genes × 3 trials × 2 seeds");
     let t = rows(&store, "t");
-    assert!(t.iter().all(|r| r.stage == "tune"));
+    assert!(t.iter().all(|r| r.stage == evoattn::record::Stage::Tune));
     let best = evoattn::search::tune::best_trials(&t);
     assert_eq!(best.len(), 2);
     // Both genes saw the same three trial configurations.

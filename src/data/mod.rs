@@ -135,9 +135,13 @@ impl Vocab {
 /// The tokenised corpus: vocabulary plus the three splits as token ids.
 #[derive(Debug, Clone)]
 pub struct Corpus {
+    /// The vocabulary (from train, optionally capped).
     pub vocab: Vocab,
+    /// Training split, as token ids.
     pub train: Vec<u32>,
+    /// Validation split.
     pub valid: Vec<u32>,
+    /// Test split.
     pub test: Vec<u32>,
     /// SHA-256 of each split file, in [`SPLITS`] order.
     pub sha256: [String; 3],

@@ -36,9 +36,13 @@ pub enum Role {
 /// The declaration of one parameter (shape without the replica axis).
 #[derive(Debug, Clone)]
 pub struct ParamSpec {
+    /// Unique name, e.g. `layers.0.attn.wqkv`; also seeds its initialisation.
     pub name: String,
+    /// Shape of one replica.
     pub shape: Vec<usize>,
+    /// How it starts.
     pub init: Init,
+    /// Whether it is decayed.
     pub role: Role,
 }
 

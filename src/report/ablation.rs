@@ -4,15 +4,17 @@
 
 use super::plots::{LineChart, Mark, Series};
 use super::{f2, pfmt};
+use crate::gene::Component;
+use crate::record::{RunRow, Stage};
 use crate::stats::{self, anova2, kgroups, multitest, ttest, Alternative};
-use crate::study::spec::{component_of, COMPONENTS};
-use crate::study::store::RunRow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// One factor (a gene component with at least two levels among the runs).
 #[derive(Debug, Clone)]
 pub struct Factor {
+    /// The component.
+    pub component: Component,
     /// Component name.
     pub name: String,
     /// Levels in order of first appearance (the study file's order).
@@ -59,10 +61,10 @@ pub struct AblationAnalysis {
     pub df_resid: f64,
 }
 
-fn appearance(rows: &[&RunRow], comp: &str) -> Vec<String> {
+fn appearance(rows: &[&RunRow], comp: Component) -> Vec<String> {
     let mut v: Vec<String> = Vec::new();
     for r in rows {
-        let l = component_of(r.gene, comp);
+        let l = r.gene.get(comp).to_string();
         if !v.contains(&l) {
             v.push(l);
         }
@@ -72,25 +74,24 @@ fn appearance(rows: &[&RunRow], comp: &str) -> Vec<String> {
 
 /// The ablation analysis of the `ablate` rows (`None` without them or without a factor).
 pub fn analyse(rows: &[RunRow]) -> Option<AblationAnalysis> {
-    let ab: Vec<&RunRow> = rows.iter().filter(|r| r.stage == "ablate").collect();
+    let ab: Vec<&RunRow> = rows.iter().filter(|r| r.stage == Stage::Ablate).collect();
     if ab.is_empty() {
         return None;
     }
-    let names: Vec<&str> = COMPONENTS
-        .iter()
-        .copied()
-        .filter(|c| appearance(&ab, c).len() > 1)
+    let names: Vec<Component> = Component::ALL
+        .into_iter()
+        .filter(|&c| appearance(&ab, c).len() > 1)
         .collect();
     if names.is_empty() {
         return None;
     }
     let fin: Vec<&&RunRow> = ab.iter().filter(|r| r.val_ppl.is_some()).collect();
     let y: Vec<f64> = fin.iter().filter_map(|r| r.val_ppl).collect();
-    let level_of = |r: &RunRow, c: &str| component_of(r.gene, c);
+    let level_of = |r: &RunRow, c: Component| r.gene.get(c).to_string();
     let (anova, mse, df_resid) = if names.len() == 2 {
         let a: Vec<String> = fin.iter().map(|r| level_of(r, names[0])).collect();
         let b: Vec<String> = fin.iter().map(|r| level_of(r, names[1])).collect();
-        match anova2::anova_two_way(&y, &a, &b, names[0], names[1]) {
+        match anova2::anova_two_way(&y, &a, &b, names[0].as_str(), names[1].as_str()) {
             Ok(t) => {
                 let res = t.iter().find(|t| t.term == "residual").cloned();
                 let (mse, df) = res.map_or((f64::NAN, f64::NAN), |r| (r.ss / r.df, r.df));
@@ -103,7 +104,7 @@ pub fn analyse(rows: &[RunRow]) -> Option<AblationAnalysis> {
     };
     let worst = y.iter().copied().fold(0.0f64, f64::max) * 1e3 + 1e6;
     let mut factors = Vec::new();
-    for name in &names {
+    for &name in &names {
         let levels = appearance(&ab, name);
         let groups: Vec<Vec<&RunRow>> = levels
             .iter()
@@ -185,6 +186,7 @@ pub fn analyse(rows: &[RunRow]) -> Option<AblationAnalysis> {
             }
         }
         factors.push(Factor {
+            component: name,
             name: name.to_string(),
             levels,
             marginal,
@@ -201,8 +203,8 @@ pub fn analyse(rows: &[RunRow]) -> Option<AblationAnalysis> {
             let rs: Vec<&&RunRow> = ab
                 .iter()
                 .filter(|r| {
-                    level_of(r, &f0.name) == *l0
-                        && f1.is_none_or(|f| level_of(r, &f.name) == f.levels[j])
+                    level_of(r, f0.component) == *l0
+                        && f1.is_none_or(|f| level_of(r, f.component) == f.levels[j])
                 })
                 .collect();
             let v: Vec<f64> = rs.iter().filter_map(|r| r.val_ppl).collect();
@@ -417,5 +419,20 @@ pub fn chart(a: &AblationAnalysis) -> LineChart {
         x_categories: f0.levels.clone(),
         integer_x: false,
         series,
+    }
+}
+
+impl super::Section for AblationAnalysis {
+    fn verdict(&self, alpha: f64) -> Vec<String> {
+        verdict(self, alpha)
+    }
+    fn markdown(&self, alpha: f64, plot: Option<&str>) -> String {
+        markdown(self, alpha, plot)
+    }
+    fn plot_kind(&self) -> &'static str {
+        "ablation"
+    }
+    fn chart(&self) -> LineChart {
+        chart(self)
     }
 }

@@ -4,9 +4,9 @@
 use super::f2;
 use super::plots::{LineChart, Mark, Series};
 use crate::gene::Gene;
+use crate::record::{RunRow, Stage};
 use crate::search::tune::{self, Trial};
 use crate::stats::expected::expected_best_curves;
-use crate::study::store::RunRow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -66,7 +66,7 @@ pub fn analyse(rows: &[RunRow]) -> Option<TuneAnalysis> {
 pub fn best_rows<'r>(rows: &'r [RunRow], t: &TuneAnalysis) -> Vec<&'r RunRow> {
     rows.iter()
         .filter(|r| {
-            r.stage == "tune"
+            r.stage == Stage::Tune
                 && t.genes
                     .iter()
                     .any(|g| g.gene == r.gene && g.trials[g.best].config == r.config)
@@ -75,10 +75,7 @@ pub fn best_rows<'r>(rows: &'r [RunRow], t: &TuneAnalysis) -> Vec<&'r RunRow> {
 }
 
 fn hp(c: &crate::train::TrainConfig) -> String {
-    format!(
-        "lr {} · warmup {} · wd {} · β₂ {}",
-        c.lr, c.warmup, c.weight_decay, c.beta2
-    )
+    tune::summary(c)
 }
 
 /// Median of sorted values; +∞ when a middle value is (a trial with a diverged seed).
@@ -203,6 +200,18 @@ pub fn chart(t: &TuneAnalysis) -> LineChart {
         x_categories: vec![],
         integer_x: true,
         series,
+    }
+}
+
+impl super::Section for TuneAnalysis {
+    fn markdown(&self, _alpha: f64, plot: Option<&str>) -> String {
+        markdown(self, plot)
+    }
+    fn plot_kind(&self) -> &'static str {
+        "tune"
+    }
+    fn chart(&self) -> LineChart {
+        chart(self)
     }
 }
 

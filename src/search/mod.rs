@@ -1,155 +1,33 @@
-//! Searches over the gene space: the genetic algorithm of the seed study ([`evolve`]) and
-//! uniform random search ([`random_genes`]). Both are pure given their seeds; training is
-//! behind the `evaluate` callback, so the same code plans, runs and reports status.
+//! Searches over the gene space: the genetic algorithm of the seed study ([`evolve`]),
+//! uniform random search ([`random`]) and the hyperparameter search of tune studies
+//! ([`tune`]). All are pure given their seeds; training is behind callbacks, so the same
+//! code plans, runs and reports status, and a simulator could drive them too.
+//!
+//! **When the gene space grows.** Every draw here is over the current space
+//! ([`crate::gene::Gene::all`] in canonical order, and each component's value list), so a
+//! new component value changes every initial population, every mutation and every random
+//! search. Stores record the [`crate::gene::SPACE_VERSION`] they were planned with, and a
+//! search study refuses to resume under another version (`study::check_space_version`).
 
-use crate::gene::{Gating, Gene, Normalization, Similarity, Temperature, GENE_COUNT};
-use crate::study::spec::{EvolveSpec, RandomSearchSpec};
-use crate::study::store::GenerationRow;
-use anyhow::Result;
+pub mod evolve;
+pub mod random;
+pub mod tune;
+
+use crate::gene::Gene;
+use crate::record::RunRow;
 use rand::seq::SliceRandom;
-use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
 
-pub mod tune;
-
-/// How an individual came to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operator {
-    /// Drawn for the first population (or the baseline put there).
-    Initial,
-    /// Survived from the previous generation.
-    Elite,
-    /// Uniform crossover of two elites, no component mutated.
-    Crossover,
-    /// Uniform crossover, then at least one component mutated.
-    Mutation,
-}
-
-impl Operator {
-    /// Name stored in `generations.parquet`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operator::Initial => "initial",
-            Operator::Elite => "elite",
-            Operator::Crossover => "crossover",
-            Operator::Mutation => "mutation",
-        }
-    }
-}
-
-/// One member of a population.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Individual {
-    /// Its gene.
-    pub gene: Gene,
-    /// Parents (two for offspring, none otherwise).
-    pub parents: Vec<Gene>,
-    /// How it was made.
-    pub operator: Operator,
-}
-
-use crate::seed::rng_for;
+pub use evolve::{evolve, initial_population, offspring, EvolveOutcome, EvolveSpec, Individual};
+pub use random::{random_genes, RandomSearchSpec};
 
 /// `n` distinct genes drawn uniformly without replacement.
-fn draw_distinct(rng: &mut ChaCha8Rng, n: usize) -> Vec<Gene> {
+pub(crate) fn draw_distinct(rng: &mut ChaCha8Rng, n: usize) -> Vec<Gene> {
     let mut all = Gene::all();
     all.shuffle(rng);
     all.truncate(n);
     all
-}
-
-/// The first population: distinct uniform draws; the baseline in slot 0 when asked.
-pub fn initial_population(spec: &EvolveSpec) -> Vec<Individual> {
-    let mut rng = rng_for(spec.seed, "evolve/initial");
-    let mut genes = draw_distinct(&mut rng, GENE_COUNT);
-    if spec.include_baseline {
-        genes.retain(|g| *g != Gene::BASELINE);
-        genes.insert(0, Gene::BASELINE);
-    }
-    genes.truncate(spec.population);
-    genes
-        .into_iter()
-        .map(|gene| Individual {
-            gene,
-            parents: vec![],
-            operator: Operator::Initial,
-        })
-        .collect()
-}
-
-/// Uniform crossover of one component: either parent's value with probability ½.
-fn pick<T>(rng: &mut ChaCha8Rng, a: T, b: T) -> T {
-    if rng.random_bool(0.5) {
-        a
-    } else {
-        b
-    }
-}
-
-/// With probability `rate`, replaces `v` by a *different* value drawn uniformly from the
-/// others; returns whether it did.
-fn maybe_mutate<T: Copy + PartialEq>(
-    rng: &mut ChaCha8Rng,
-    rate: f64,
-    all: &[T],
-    v: &mut T,
-) -> bool {
-    if !rng.random_bool(rate) {
-        return false;
-    }
-    let others: Vec<T> = all.iter().copied().filter(|x| x != v).collect();
-    *v = others[rng.random_range(0..others.len())];
-    true
-}
-
-/// The offspring of generation `generation` (≥ 1) from `elites`: each picks two parents
-/// uniformly from the elites (distinct when there are two or more), takes every component
-/// from either parent with probability ½ (uniform crossover), then replaces each component
-/// with a different value with probability `mutation_rate`.
-pub fn offspring(spec: &EvolveSpec, generation: usize, elites: &[Gene]) -> Vec<Individual> {
-    let mut rng = rng_for(spec.seed, &format!("evolve/generation/{generation}"));
-    let n = spec.population.saturating_sub(elites.len());
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let i = rng.random_range(0..elites.len());
-        let j = if elites.len() > 1 {
-            let j = rng.random_range(0..elites.len() - 1);
-            if j >= i {
-                j + 1
-            } else {
-                j
-            }
-        } else {
-            i
-        };
-        let (a, b) = (elites[i], elites[j]);
-        let mut g = Gene {
-            similarity: pick(&mut rng, a.similarity, b.similarity),
-            normalization: pick(&mut rng, a.normalization, b.normalization),
-            gating: pick(&mut rng, a.gating, b.gating),
-            temperature: pick(&mut rng, a.temperature, b.temperature),
-        };
-        let rate = spec.mutation_rate;
-        // An array, not `||`: every component draws, in order, whatever the others did.
-        let mutated = [
-            maybe_mutate(&mut rng, rate, Similarity::ALL, &mut g.similarity),
-            maybe_mutate(&mut rng, rate, Normalization::ALL, &mut g.normalization),
-            maybe_mutate(&mut rng, rate, Gating::ALL, &mut g.gating),
-            maybe_mutate(&mut rng, rate, Temperature::ALL, &mut g.temperature),
-        ]
-        .contains(&true);
-        out.push(Individual {
-            gene: g,
-            parents: vec![a, b],
-            operator: if mutated {
-                Operator::Mutation
-            } else {
-                Operator::Crossover
-            },
-        });
-    }
-    out
 }
 
 /// The best `k` distinct genes by fitness (lower is better; ties by gene index).
@@ -179,279 +57,13 @@ pub fn fitness(vals: &[Option<f64>]) -> f64 {
 /// Validation perplexity per (gene, seed); `None` for a diverged run.
 pub type Scores = HashMap<(Gene, u64), Option<f64>>;
 
-/// What a GA run produced (so far).
-#[derive(Debug, Clone, Default)]
-pub struct EvolveOutcome {
-    /// Every individual of every completed generation.
-    pub rows: Vec<GenerationRow>,
-    /// Every (gene, seed) requested, in order of first request.
-    pub requests: Vec<(Gene, u64)>,
-    /// Whether all generations completed (false: `evaluate` could not finish one, or the
-    /// evaluation cap stopped it; see `stopped_by_cap`).
-    pub complete: bool,
-    /// The GA stopped early at the evaluation cap.
-    pub stopped_by_cap: bool,
-    /// Generation that could not be evaluated, when incomplete.
-    pub pending_generation: Option<usize>,
-}
-
-/// Runs the GA. `evaluate(generation, requests)` must return the validation ppl of every
-/// requested (gene, seed), or `None` when it cannot (yet) — then the GA stops there.
-/// Deterministic given `spec.seed` and the scores.
-pub fn evolve(
-    spec: &EvolveSpec,
-    seeds: &[u64],
-    mut evaluate: impl FnMut(usize, &[(Gene, u64)]) -> Result<Option<Scores>>,
-) -> Result<EvolveOutcome> {
-    let mut out = EvolveOutcome::default();
-    let mut seeds_of: HashMap<Gene, Vec<u64>> = HashMap::new();
-    let mut distinct: Vec<Gene> = Vec::new();
-    let mut scores: Scores = HashMap::new();
-    let mut population = initial_population(spec);
-    let mut elites: Vec<Gene> = Vec::new();
-    for generation in 0..spec.generations {
-        if generation > 0 {
-            let mut next: Vec<Individual> = elites
-                .iter()
-                .map(|&g| Individual {
-                    gene: g,
-                    parents: vec![],
-                    operator: Operator::Elite,
-                })
-                .collect();
-            next.extend(offspring(spec, generation, &elites));
-            population = next;
-            if spec.reevaluate_elites {
-                let fresh = spec.fresh_seed_base + generation as u64;
-                for g in &elites {
-                    let s = seeds_of.entry(*g).or_insert_with(|| seeds.to_vec());
-                    if !s.contains(&fresh) {
-                        s.push(fresh);
-                    }
-                }
-            }
-        }
-        if let Some(cap) = spec.max_evaluations {
-            let mut new = distinct.clone();
-            for ind in &population {
-                if !new.contains(&ind.gene) {
-                    new.push(ind.gene);
-                }
-            }
-            if new.len() > cap {
-                out.stopped_by_cap = true;
-                return Ok(out);
-            }
-        }
-        let mut requests = Vec::new();
-        for ind in &population {
-            let s = seeds_of
-                .entry(ind.gene)
-                .or_insert_with(|| seeds.to_vec())
-                .clone();
-            for seed in s {
-                if !requests.contains(&(ind.gene, seed)) {
-                    requests.push((ind.gene, seed));
-                }
-            }
-        }
-        let missing: Vec<(Gene, u64)> = requests
-            .iter()
-            .copied()
-            .filter(|k| !scores.contains_key(k))
-            .collect();
-        for r in &requests {
-            if !out.requests.contains(r) {
-                out.requests.push(*r);
-            }
-        }
-        if !missing.is_empty() {
-            match evaluate(generation, &missing)? {
-                Some(s) => scores.extend(s),
-                None => {
-                    out.pending_generation = Some(generation);
-                    return Ok(out);
-                }
-            }
-        }
-        let mut scored = Vec::new();
-        for (slot, ind) in population.iter().enumerate() {
-            let s = &seeds_of[&ind.gene];
-            let vals: Vec<Option<f64>> = s
-                .iter()
-                .map(|&seed| scores.get(&(ind.gene, seed)).copied().flatten())
-                .collect();
-            let f = fitness(&vals);
-            scored.push((ind.gene, f));
-            if !distinct.contains(&ind.gene) {
-                distinct.push(ind.gene);
-            }
-            out.rows.push(GenerationRow {
-                generation: generation as u64,
-                slot: slot as u64,
-                gene: ind.gene,
-                parents: ind
-                    .parents
-                    .iter()
-                    .map(|g| g.to_string())
-                    .collect::<Vec<_>>()
-                    .join(";"),
-                operator: ind.operator.as_str().into(),
-                fitness: f,
-                n_seeds: s.len() as u64,
-            });
-        }
-        elites = select_elites(&scored, spec.elites);
+/// The best `k` genes of `rows` by mean validation ppl (a gene with a diverged run ranks
+/// last; ties by gene index).
+pub fn top_genes<'r>(rows: impl IntoIterator<Item = &'r RunRow>, k: usize) -> Vec<Gene> {
+    let mut by_gene: HashMap<Gene, Vec<Option<f64>>> = HashMap::new();
+    for r in rows {
+        by_gene.entry(r.gene).or_default().push(r.val_ppl);
     }
-    out.complete = true;
-    Ok(out)
-}
-
-/// The genes of a random search: `evaluations` distinct genes, uniformly without replacement.
-pub fn random_genes(spec: &RandomSearchSpec) -> Vec<Gene> {
-    let mut rng = rng_for(spec.seed, "random_search");
-    draw_distinct(&mut rng, spec.evaluations.min(GENE_COUNT))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A synthetic landscape: sparsemax and output gates are good.
-    fn score(g: Gene, seed: u64) -> Option<f64> {
-        let mut v = 100.0 + (g.index() % 7) as f64 + seed as f64 * 0.01;
-        if g.normalization == Normalization::Sparsemax {
-            v -= 5.0;
-        }
-        if g.gating == Gating::OutputGate {
-            v -= 3.0;
-        }
-        Some(v)
-    }
-
-    fn run(spec: &EvolveSpec) -> EvolveOutcome {
-        evolve(spec, &[1], |_, req| {
-            Ok(Some(
-                req.iter().map(|&(g, s)| ((g, s), score(g, s))).collect(),
-            ))
-        })
-        .unwrap()
-    }
-
-    #[test]
-    fn published_shape_elitism_and_operators() {
-        let spec = EvolveSpec::default();
-        let out = run(&spec);
-        assert!(out.complete);
-        assert_eq!(out.rows.len(), 12 * 10);
-        for g in 1..10u64 {
-            let gen: Vec<&GenerationRow> = out.rows.iter().filter(|r| r.generation == g).collect();
-            let prev: Vec<&GenerationRow> =
-                out.rows.iter().filter(|r| r.generation == g - 1).collect();
-            assert_eq!(gen.iter().filter(|r| r.operator == "elite").count(), 3);
-            // Elites are the best 3 of the previous generation, and the best never gets worse.
-            let best_prev = prev.iter().map(|r| r.fitness).fold(f64::INFINITY, f64::min);
-            let best = gen.iter().map(|r| r.fitness).fold(f64::INFINITY, f64::min);
-            assert_eq!(best, best_prev.min(best));
-            assert!(best <= best_prev);
-            assert_eq!(gen[0].fitness, best_prev);
-            for r in gen.iter().filter(|r| r.operator != "elite") {
-                let parents: Vec<&str> = r.parents.split(';').collect();
-                assert_eq!(parents.len(), 2);
-                for p in parents {
-                    assert!(gen[..3].iter().any(|e| e.gene.to_string() == p));
-                }
-            }
-        }
-        // The landscape's optimum region is found.
-        let last = out
-            .rows
-            .iter()
-            .filter(|r| r.generation == 9)
-            .map(|r| r.fitness);
-        assert!(last.fold(f64::INFINITY, f64::min) < 94.0);
-    }
-
-    #[test]
-    fn deterministic_and_seed_dependent() {
-        let spec = EvolveSpec::default();
-        assert_eq!(run(&spec).rows, run(&spec).rows);
-        let other = EvolveSpec { seed: 1, ..spec };
-        assert_ne!(run(&other).rows, run(&EvolveSpec::default()).rows);
-    }
-
-    #[test]
-    fn options_baseline_reevaluation_and_cap() {
-        let spec = EvolveSpec {
-            include_baseline: true,
-            reevaluate_elites: true,
-            ..EvolveSpec::default()
-        };
-        let out = run(&spec);
-        assert_eq!(out.rows[0].gene, Gene::BASELINE);
-        // Elites gain one seed per generation they survive.
-        let g2: Vec<&GenerationRow> = out.rows.iter().filter(|r| r.generation == 2).collect();
-        assert!(g2[..3].iter().all(|r| r.n_seeds >= 2), "{g2:?}");
-        assert!(out.requests.contains(&(g2[0].gene, 1002)));
-        let capped = run(&EvolveSpec {
-            max_evaluations: Some(20),
-            ..EvolveSpec::default()
-        });
-        assert!(capped.stopped_by_cap && !capped.complete);
-        let distinct: std::collections::HashSet<Gene> =
-            capped.rows.iter().map(|r| r.gene).collect();
-        assert!(distinct.len() <= 20);
-    }
-
-    #[test]
-    fn mutation_rate_zero_only_recombines_and_one_always_mutates() {
-        let elites = [Gene::BASELINE, Gene::PUBLISHED_WINNER];
-        let none = EvolveSpec {
-            mutation_rate: 0.0,
-            ..EvolveSpec::default()
-        };
-        for ind in offspring(&none, 1, &elites) {
-            assert_eq!(ind.operator, Operator::Crossover);
-            assert!(
-                ind.gene.normalization == Normalization::Softmax
-                    || ind.gene.normalization == Normalization::Sparsemax
-            );
-        }
-        let all = EvolveSpec {
-            mutation_rate: 1.0,
-            ..EvolveSpec::default()
-        };
-        for ind in offspring(&all, 1, &elites) {
-            assert_eq!(ind.operator, Operator::Mutation);
-            assert_ne!(ind.gene.similarity, Similarity::Dot);
-        }
-    }
-
-    #[test]
-    fn random_search_draws_distinct_genes() {
-        let g = random_genes(&RandomSearchSpec {
-            evaluations: 120,
-            seed: 3,
-        });
-        let set: std::collections::HashSet<Gene> = g.iter().copied().collect();
-        assert_eq!(set.len(), 120);
-        assert_eq!(
-            g,
-            random_genes(&RandomSearchSpec {
-                evaluations: 120,
-                seed: 3
-            })
-        );
-    }
-
-    #[test]
-    fn incomplete_evaluation_stops_at_that_generation() {
-        let out = evolve(&EvolveSpec::default(), &[1], |generation, req| {
-            Ok((generation < 2).then(|| req.iter().map(|&(g, s)| ((g, s), score(g, s))).collect()))
-        })
-        .unwrap();
-        assert!(!out.complete);
-        assert_eq!(out.pending_generation, Some(2));
-        assert_eq!(out.rows.len(), 24);
-    }
+    let scored: Vec<(Gene, f64)> = by_gene.into_iter().map(|(g, v)| (g, fitness(&v))).collect();
+    select_elites(&scored, k)
 }

@@ -5,29 +5,140 @@
 //! only in how well they use an identical budget.
 
 use crate::gene::Gene;
+use crate::record::{RunRow, Stage};
 use crate::seed::rng_for;
-use crate::study::store::RunRow;
 use crate::train::TrainConfig;
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// The hyperparameters a tune study may search; a replication with tuned hyperparameters
-/// takes exactly these from the tune study.
-pub const TUNED_KEYS: [&str; 4] = ["lr", "warmup", "weight_decay", "beta2"];
+/// How a hyperparameter is drawn from its range `[low, high]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// Log-uniform, rounded to 3 significant digits.
+    Log,
+    /// Uniform, rounded to 3 significant digits.
+    Linear,
+    /// Uniform over the integers low..=high.
+    Integer,
+    /// Log-uniform in 1 − x (so 0.9 … 0.999 spreads evenly over decades), 1 − x rounded to
+    /// 3 significant digits.
+    LogOneMinus,
+}
 
-/// Search ranges (inclusive); an absent range leaves the value of the preset and overrides.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Ranges {
-    /// Peak learning rate, log-uniform.
-    pub lr: Option<[f64; 2]>,
-    /// Warm-up steps, uniform over the integers.
-    pub warmup: Option<[usize; 2]>,
-    /// Weight decay, uniform.
-    pub weight_decay: Option<[f64; 2]>,
-    /// Adam β₂, log-uniform in 1 − β₂ (so 0.9 … 0.999 is spread evenly over decades).
-    pub beta2: Option<[f64; 2]>,
+/// One tunable hyperparameter: its setting, how it is drawn, what a valid range is, and how
+/// reports label it.
+pub struct Hparam {
+    /// The training setting (`lr`, …), as in `[tune]` and `[overrides]`.
+    pub key: &'static str,
+    /// Column label in report tables.
+    pub label: &'static str,
+    /// Short label in one-line summaries.
+    pub short: &'static str,
+    /// How it is drawn.
+    pub scale: Scale,
+    /// Reads it from a configuration.
+    pub get: fn(&TrainConfig) -> f64,
+    /// Writes it into a configuration.
+    pub set: fn(&mut TrainConfig, f64),
+    /// Checks a range `[low, high]` against the configuration; the error says what is valid.
+    pub check: fn(f64, f64, &TrainConfig) -> Result<(), String>,
+}
+
+/// The hyperparameters a tune study may search, in draw order. This one table drives the
+/// `[tune]` keys, the trial draws ([`trial_configs`]), what a tuned replication takes from a
+/// tune study ([`apply_tuned`]) and the hyperparameter columns of reports. Each trial draws
+/// one uniform per entry, whatever the ranges, so a missing range does not shift the
+/// others; a new entry (appended) changes the draws of every trial after the first.
+pub const HPARAMS: [Hparam; 4] = [
+    Hparam {
+        key: "lr",
+        label: "lr",
+        short: "lr",
+        scale: Scale::Log,
+        get: |c| c.lr,
+        set: |c, v| c.lr = v,
+        check: |lo, hi, _| {
+            (lo > 0.0 && lo <= hi && hi.is_finite())
+                .then_some(())
+                .ok_or_else(|| "lr = [low, high] needs 0 < low <= high".into())
+        },
+    },
+    Hparam {
+        key: "warmup",
+        label: "warmup",
+        short: "warmup",
+        scale: Scale::Integer,
+        get: |c| c.warmup as f64,
+        set: |c, v| c.warmup = v as usize,
+        check: |lo, hi, c| {
+            (lo >= 0.0 && lo.fract() == 0.0 && hi.fract() == 0.0 && lo <= hi && hi < c.steps as f64)
+                .then_some(())
+                .ok_or_else(|| {
+                    format!(
+                        "warmup = [low, high] needs whole numbers low <= high < steps ({})",
+                        c.steps
+                    )
+                })
+        },
+    },
+    Hparam {
+        key: "weight_decay",
+        label: "weight decay",
+        short: "wd",
+        scale: Scale::Linear,
+        get: |c| c.weight_decay,
+        set: |c, v| c.weight_decay = v,
+        check: |lo, hi, _| {
+            (lo >= 0.0 && lo <= hi && hi.is_finite())
+                .then_some(())
+                .ok_or_else(|| "weight_decay = [low, high] needs 0 <= low <= high".into())
+        },
+    },
+    Hparam {
+        key: "beta2",
+        label: "β₂",
+        short: "β₂",
+        scale: Scale::LogOneMinus,
+        get: |c| c.beta2,
+        set: |c, v| c.beta2 = v,
+        check: |lo, hi, _| {
+            ((0.0..1.0).contains(&lo) && (lo..1.0).contains(&hi))
+                .then_some(())
+                .ok_or_else(|| "beta2 = [low, high] needs 0 <= low <= high < 1".into())
+        },
+    },
+];
+
+/// The hyperparameter `key` of [`HPARAMS`].
+pub fn hparam(key: &str) -> Option<&'static Hparam> {
+    HPARAMS.iter().find(|h| h.key == key)
+}
+
+/// Search ranges (inclusive) by [`HPARAMS`] key; an absent range leaves the value of the
+/// preset and overrides.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ranges(pub BTreeMap<&'static str, [f64; 2]>);
+
+impl Ranges {
+    /// The range of `key`, if declared.
+    pub fn get(&self, key: &str) -> Option<[f64; 2]> {
+        self.0.get(key).copied()
+    }
+
+    /// Declares the range of a hyperparameter of [`HPARAMS`].
+    pub fn with(mut self, h: &'static Hparam, range: [f64; 2]) -> Ranges {
+        self.0.insert(h.key, range);
+        self
+    }
+}
+
+/// `c`'s tuned hyperparameters in one line, e.g. `lr 0.001 · warmup 100 · wd 0.1 · β₂ 0.95`.
+pub fn summary(c: &TrainConfig) -> String {
+    HPARAMS
+        .iter()
+        .map(|h| format!("{} {}", h.short, (h.get)(c)))
+        .collect::<Vec<_>>()
+        .join(" · ")
 }
 
 /// `x` rounded to `digits` significant digits (readable, stable configurations).
@@ -50,8 +161,8 @@ fn log_uniform(u: f64, lo: f64, hi: f64) -> f64 {
 }
 
 /// The `trials` configurations of a tune study: `base` with the ranged values drawn from
-/// ChaCha8 keyed by `seed`. Four uniforms are drawn per trial whatever the ranges, so adding
-/// or removing a range does not shift the others' draws.
+/// ChaCha8 keyed by `seed`. One uniform per [`HPARAMS`] entry is drawn per trial whatever
+/// the ranges, so adding or removing a range does not shift the others' draws.
 pub fn trial_configs(
     base: &TrainConfig,
     ranges: &Ranges,
@@ -61,19 +172,22 @@ pub fn trial_configs(
     let mut rng = rng_for(seed, "tune");
     (0..trials)
         .map(|_| {
-            let u: [f64; 4] = [rng.random(), rng.random(), rng.random(), rng.random()];
+            let u: Vec<f64> = HPARAMS.iter().map(|_| rng.random()).collect();
             let mut c = base.clone();
-            if let Some([lo, hi]) = ranges.lr {
-                c.lr = round_sig(log_uniform(u[0], lo, hi), 3);
-            }
-            if let Some([lo, hi]) = ranges.warmup {
-                c.warmup = lo + ((u[1] * (hi - lo + 1) as f64) as usize).min(hi - lo);
-            }
-            if let Some([lo, hi]) = ranges.weight_decay {
-                c.weight_decay = round_sig(lo + u[2] * (hi - lo), 3);
-            }
-            if let Some([lo, hi]) = ranges.beta2 {
-                c.beta2 = 1.0 - round_sig(log_uniform(u[3], 1.0 - hi, 1.0 - lo), 3);
+            for (h, u) in HPARAMS.iter().zip(u) {
+                let Some([lo, hi]) = ranges.get(h.key) else {
+                    continue;
+                };
+                let v = match h.scale {
+                    Scale::Log => round_sig(log_uniform(u, lo, hi), 3),
+                    Scale::Linear => round_sig(lo + u * (hi - lo), 3),
+                    Scale::Integer => {
+                        let (lo, hi) = (lo as usize, hi as usize);
+                        (lo + ((u * (hi - lo + 1) as f64) as usize).min(hi - lo)) as f64
+                    }
+                    Scale::LogOneMinus => 1.0 - round_sig(log_uniform(u, 1.0 - hi, 1.0 - lo), 3),
+                };
+                (h.set)(&mut c, v);
             }
             c
         })
@@ -96,7 +210,7 @@ pub struct Trial {
 /// The trials of every gene among `rows` (a tune study's rows), in order of appearance.
 pub fn trials(rows: &[RunRow]) -> BTreeMap<Gene, Vec<Trial>> {
     let mut out: BTreeMap<Gene, Vec<Trial>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.stage == "tune") {
+    for r in rows.iter().filter(|r| r.stage == Stage::Tune) {
         let ts = out.entry(r.gene).or_default();
         match ts.iter_mut().find(|t| t.config == r.config) {
             Some(t) => t.vals.push(r.val_ppl),
@@ -134,10 +248,9 @@ pub fn best_trials(rows: &[RunRow]) -> BTreeMap<Gene, Trial> {
 /// tuned in.
 pub fn apply_tuned(base: &TrainConfig, tuned: &TrainConfig) -> Result<TrainConfig, String> {
     let mut c = base.clone();
-    c.lr = tuned.lr;
-    c.warmup = tuned.warmup;
-    c.weight_decay = tuned.weight_decay;
-    c.beta2 = tuned.beta2;
+    for h in &HPARAMS {
+        (h.set)(&mut c, (h.get)(tuned));
+    }
     let mut a = serde_json::to_value(&c).expect("config serialises");
     let mut b = serde_json::to_value(tuned).expect("config serialises");
     for v in [&mut a, &mut b] {
@@ -174,12 +287,11 @@ mod tests {
     #[test]
     fn trials_stay_in_range_and_are_deterministic() {
         let base = Preset::Cpu.config();
-        let r = Ranges {
-            lr: Some([3e-4, 3e-3]),
-            warmup: Some([0, 200]),
-            weight_decay: Some([0.0, 0.2]),
-            beta2: Some([0.9, 0.999]),
-        };
+        let r = Ranges::default()
+            .with(hparam("lr").unwrap(), [3e-4, 3e-3])
+            .with(hparam("warmup").unwrap(), [0.0, 200.0])
+            .with(hparam("weight_decay").unwrap(), [0.0, 0.2])
+            .with(hparam("beta2").unwrap(), [0.9, 0.999]);
         let a = trial_configs(&base, &r, 200, 7);
         assert_eq!(a, trial_configs(&base, &r, 200, 7));
         assert_ne!(a, trial_configs(&base, &r, 200, 8));
@@ -195,10 +307,7 @@ mod tests {
         assert!((70..=130).contains(&below), "{below}");
         assert!(a.iter().any(|c| c.warmup == 0) || a.iter().any(|c| c.warmup < 5));
         // a missing range leaves the base value and does not shift the others
-        let only_lr = Ranges {
-            lr: r.lr,
-            ..Default::default()
-        };
+        let only_lr = Ranges::default().with(hparam("lr").unwrap(), r.get("lr").unwrap());
         let b = trial_configs(&base, &only_lr, 200, 7);
         assert!(b
             .iter()

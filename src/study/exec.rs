@@ -3,10 +3,14 @@
 //! atomically, and waits for packs that other processes hold.
 
 use super::plan::{in_shard, Pack, Planner};
-use super::store::{now_rfc3339, Claim, CurveRow, PackState, RunRow, Store};
+use super::spec::Study;
+use super::store::{Claim, PackState, Store};
+use super::Runner;
 use crate::data::Corpus;
 use crate::gene::Gene;
+use crate::record::{now_rfc3339, CurveRow, RunRow, Stage};
 use crate::train::{self, Progress, RunOptions};
+use crate::version::{CRATE_VERSION, ENGINE_VERSION, GIT_COMMIT};
 use anyhow::{anyhow, Result};
 use candle_core::Device;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -32,9 +36,6 @@ pub struct ExecOptions {
     /// Log lines instead of progress bars.
     pub quiet: bool,
 }
-
-/// Commit the binary was built from.
-pub const GIT_COMMIT: &str = env!("EVOATTN_GIT_COMMIT");
 
 /// Packs with their position in the stage's pack list (which decides the shard).
 type Indexed = Vec<(usize, Pack)>;
@@ -74,13 +75,34 @@ struct Shared<'s> {
 }
 
 impl<'a> Executor<'a> {
+    /// An executor of `study` over `store`, planning with `planner`, training on `corpus`.
+    pub fn new(
+        study: &Study,
+        store: Store,
+        planner: Planner,
+        corpus: &'a Corpus,
+        opts: ExecOptions,
+    ) -> Executor<'a> {
+        Executor {
+            store,
+            study: study.name.clone(),
+            preset: study.preset.to_string(),
+            planner,
+            corpus,
+            opts,
+            trained: 0,
+            reused: 0,
+            earlier: Default::default(),
+        }
+    }
+
     /// Makes sure every `(gene, seed)` of `requests` is finished in the store: trains this
     /// shard's unclaimed packs, waits for packs other processes hold (taking them over when
     /// their claims go stale). With `need_all`, also waits for other shards' packs (the GA
     /// needs a whole generation). Returns whether every request is finished.
     pub fn ensure(
         &mut self,
-        stage: &str,
+        stage: Stage,
         requests: &[(Gene, u64)],
         need_all: bool,
     ) -> Result<bool> {
@@ -232,9 +254,24 @@ impl<'a> Executor<'a> {
     }
 }
 
+impl Runner for Executor<'_> {
+    fn ensure(&mut self, stage: Stage, requests: &[(Gene, u64)], need_all: bool) -> Result<bool> {
+        Executor::ensure(self, stage, requests, need_all)
+    }
+    fn finished(&self, gene: Gene, seed: u64) -> Option<&RunRow> {
+        self.store.run(&self.planner.unit(gene, seed).id)
+    }
+    fn planner(&self) -> &Planner {
+        &self.planner
+    }
+    fn planner_mut(&mut self) -> &mut Planner {
+        &mut self.planner
+    }
+}
+
 struct RowContext<'c> {
     study: &'c str,
-    stage: &'c str,
+    stage: Stage,
     preset: &'c str,
     planner: &'c Planner,
     opts: &'c ExecOptions,
@@ -394,7 +431,7 @@ fn run_pack(
         debug_assert_eq!(unit.seed, s.seed);
         runs.push(RunRow {
             study: ctx.study.to_string(),
-            stage: ctx.stage.to_string(),
+            stage: ctx.stage,
             unit_id: unit.id.clone(),
             pack_id: pack.id.clone(),
             gene: pack.gene,
@@ -412,8 +449,8 @@ fn run_pack(
             device: ctx.opts.device_name.clone(),
             threads: ctx.opts.threads_per_job as u64,
             replicas: seeds.len() as u64,
-            evoattn_version: env!("CARGO_PKG_VERSION").to_string(),
-            engine_version: crate::ENGINE_VERSION,
+            evoattn_version: CRATE_VERSION.to_string(),
+            engine_version: ENGINE_VERSION,
             git_commit: GIT_COMMIT.to_string(),
             data_fingerprint: ctx.planner.data_fingerprint.clone(),
             started_at: started_at.clone(),

@@ -1,9 +1,9 @@
 //! Plans: a study expands to units (gene × configuration × seed), identified by a content
 //! hash, and units of one gene and configuration are packed into replica-batched runs.
 
-use crate::gene::Gene;
+use crate::gene::{Gene, SPACE_VERSION};
 use crate::train::TrainConfig;
-use crate::ENGINE_VERSION;
+use crate::version::ENGINE_VERSION;
 use sha2::{Digest, Sha256};
 
 /// One training run of one gene with one seed.
@@ -17,16 +17,21 @@ pub struct Unit {
     pub seed: u64,
 }
 
-/// Content hash of a unit: engine version, gene, training configuration, data
-/// fingerprint and seed. Anything else (device, threads, replicas, study) does not enter.
+/// Content hash of a unit: engine version, gene-space version, gene, training
+/// configuration, data fingerprint and seed. Anything else (device, threads, replicas,
+/// study) does not enter. The gene-space version enters from version 2 on: version 1 is
+/// implicit, so stores written before the space had a version keep their unit ids.
 pub fn unit_id(gene: Gene, cfg: &TrainConfig, data_fingerprint: &str, seed: u64) -> String {
-    let key = serde_json::json!({
+    let mut key = serde_json::json!({
         "engine_version": ENGINE_VERSION,
         "gene": gene.to_string(),
         "config": cfg,
         "data": data_fingerprint,
         "seed": seed,
     });
+    if SPACE_VERSION != 1 {
+        key["gene_space_version"] = SPACE_VERSION.into();
+    }
     let digest = Sha256::digest(key.to_string().as_bytes());
     hex::encode(&digest[..8])
 }

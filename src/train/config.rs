@@ -6,6 +6,110 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
+/// The kind of a configuration field, which decides its column type in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    /// A count (an integer column).
+    Count,
+    /// A real number (a floating-point column).
+    Real,
+}
+
+/// The value of one configuration field (`None`: a `none` setting such as `vocab_cap`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FieldValue {
+    /// A count.
+    Count(Option<u64>),
+    /// A real number.
+    Real(Option<f64>),
+}
+
+/// A type a configuration field may have.
+pub trait ConfigField: Sized {
+    /// Its kind.
+    const KIND: FieldKind;
+    /// Its value.
+    fn value(&self) -> FieldValue;
+    /// From a value of the same kind (`None` only where the type allows it).
+    fn from_value(v: FieldValue) -> Option<Self>;
+}
+
+impl ConfigField for usize {
+    const KIND: FieldKind = FieldKind::Count;
+    fn value(&self) -> FieldValue {
+        FieldValue::Count(Some(*self as u64))
+    }
+    fn from_value(v: FieldValue) -> Option<Self> {
+        match v {
+            FieldValue::Count(Some(x)) => usize::try_from(x).ok(),
+            _ => None,
+        }
+    }
+}
+
+impl ConfigField for Option<usize> {
+    const KIND: FieldKind = FieldKind::Count;
+    fn value(&self) -> FieldValue {
+        FieldValue::Count(self.map(|x| x as u64))
+    }
+    fn from_value(v: FieldValue) -> Option<Self> {
+        match v {
+            FieldValue::Count(x) => x.map(usize::try_from).transpose().ok(),
+            _ => None,
+        }
+    }
+}
+
+impl ConfigField for f64 {
+    const KIND: FieldKind = FieldKind::Real;
+    fn value(&self) -> FieldValue {
+        FieldValue::Real(Some(*self))
+    }
+    fn from_value(v: FieldValue) -> Option<Self> {
+        match v {
+            FieldValue::Real(x) => x,
+            _ => None,
+        }
+    }
+}
+
+/// Declares [`TrainConfig`] and, from its fields' types, the table of its fields
+/// ([`TrainConfig::FIELDS`]) and typed access by name: a new setting is one line.
+macro_rules! train_config {
+    ($(#[$m:meta])* pub struct TrainConfig { $($(#[$fm:meta])* pub $f:ident : $t:ty,)* }) => {
+        $(#[$m])*
+        pub struct TrainConfig { $($(#[$fm])* pub $f: $t,)* }
+
+        impl TrainConfig {
+            /// Every field's name and kind, in declaration order.
+            pub const FIELDS: &'static [(&'static str, FieldKind)] =
+                &[$((stringify!($f), <$t as ConfigField>::KIND)),*];
+
+            /// The value of field `name`.
+            pub fn field(&self, name: &str) -> Option<FieldValue> {
+                match name {
+                    $(stringify!($f) => Some(ConfigField::value(&self.$f)),)*
+                    _ => None,
+                }
+            }
+
+            /// Sets field `name`; an error when the name is unknown or the value does not
+            /// fit its type.
+            pub fn set_field(&mut self, name: &str, v: FieldValue) -> Result<()> {
+                match name {
+                    $(stringify!($f) => {
+                        self.$f = ConfigField::from_value(v)
+                            .ok_or_else(|| anyhow!("bad value {v:?} for `{name}`"))?;
+                        Ok(())
+                    })*
+                    _ => bail!("unknown setting `{name}`"),
+                }
+            }
+        }
+    };
+}
+
+train_config! {
 /// Everything that, besides the gene, the data and the seed, decides a run's result.
 /// Every field can be overridden by name (`--set d_model=96`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -13,8 +117,11 @@ use std::str::FromStr;
 pub struct TrainConfig {
     /// Keep the K most frequent training words (the rest become `<unk>`); `none` = full vocabulary.
     pub vocab_cap: Option<usize>,
+    /// Width of the residual stream.
     pub d_model: usize,
+    /// Transformer blocks.
     pub n_layers: usize,
+    /// Attention heads.
     pub n_heads: usize,
     /// Context length L of training windows and evaluation windows.
     pub seq_len: usize,
@@ -30,8 +137,11 @@ pub struct TrainConfig {
     pub min_lr_ratio: f64,
     /// AdamW decoupled weight decay (weight matrices and embeddings only).
     pub weight_decay: f64,
+    /// Adam β₁.
     pub beta1: f64,
+    /// Adam β₂.
     pub beta2: f64,
+    /// Adam ε.
     pub eps: f64,
     /// Per-replica global gradient-norm clip.
     pub grad_clip: f64,
@@ -40,6 +150,7 @@ pub struct TrainConfig {
     /// Evaluate on at most this many tokens of a split (`none`: the whole split). Only the
     /// smoke preset sets it; perplexities of real runs are always over the whole split.
     pub eval_max_tokens: Option<usize>,
+}
 }
 
 impl TrainConfig {

@@ -17,7 +17,7 @@ use crate::data::Corpus;
 use crate::gene::Gene;
 use crate::model::Transformer;
 use candle_core::{DType, Device, Tensor, Var};
-pub use config::{Preset, TrainConfig};
+pub use config::{ConfigField, FieldKind, FieldValue, Preset, TrainConfig};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -35,6 +35,7 @@ pub struct CurvePoint {
 /// The outcome of one replica (one seed).
 #[derive(Debug, Clone, Serialize)]
 pub struct SeedResult {
+    /// The replica's seed.
     pub seed: u64,
     /// The step at which the loss or gradient turned non-finite, if it did.
     pub diverged_at: Option<usize>,
@@ -54,24 +55,32 @@ pub struct SeedResult {
 /// The outcome of one replica-batched run.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunOutput {
+    /// The gene trained.
     pub gene: Gene,
+    /// Trainable parameters of one replica.
     pub params_total: usize,
+    /// Of them, outside the token and position embeddings.
     pub params_nonembed: usize,
+    /// Optimiser steps taken.
     pub steps: usize,
     /// Training tokens per second over all replicas (evaluation time excluded).
     pub tokens_per_s: f64,
     /// Wall time of the whole run, evaluation included.
     pub wall_s: f64,
+    /// One result per replica, in seed order.
     pub seeds: Vec<SeedResult>,
 }
 
 /// What a progress callback is told after each step.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
+    /// Steps done.
     pub step: usize,
+    /// Steps in the run.
     pub steps: usize,
     /// Mean loss of this step over live replicas.
     pub loss: f64,
+    /// Training tokens per second so far.
     pub tokens_per_s: f64,
 }
 

@@ -1,4 +1,6 @@
-//! Attention normalizers over the last dimension, with masking and correct gradients.
+//! The `normalization` component: how a row of logits becomes attention weights — its
+//! parameters ([`params`]: α for `alpha_entmax`) and its forward ([`weights`]), both
+//! exhaustive over [`Normalization`], then the normalizers themselves.
 //!
 //! Every normalizer takes logits `z` of shape `[..., Tq, Tk]` and a [`Mask`] of shape
 //! `[Tq, Tk]`; masked keys get weight exactly 0.
@@ -16,8 +18,42 @@
 //!   τ* refined by one Newton step, and its derivative is the implicit-function derivative
 //!   −(∂F/∂θ)/(∂F/∂τ) for θ ∈ {z, α}, which gives the gradients of Correia et al. (2019).
 
+use super::{constant, Layer};
 use crate::gene::Normalization;
+use crate::model::params::ParamSpec;
+use crate::model::ModelConfig;
 use candle_core::{DType, Device, Result, Tensor, D};
+
+/// The parameters `norm` adds to layer `layer`.
+pub fn params(norm: Normalization, cfg: &ModelConfig, layer: usize) -> Vec<ParamSpec> {
+    let h = cfg.n_heads;
+    match norm {
+        // α_h = 1 + sigmoid(a_h), a₀ = 0 (α = 1.5).
+        Normalization::AlphaEntmax => vec![constant(layer, "attn.alpha_a", &[h, 1, 1], 0.0)],
+        Normalization::Softmax
+        | Normalization::Softmax1
+        | Normalization::Sparsemax
+        | Normalization::Entmax15
+        | Normalization::Sigmoid => vec![],
+    }
+}
+
+/// Attention weights `[R, B, H, Tq, Tk]` from logits `z` under `mask`, with the layer's
+/// parameters (α for `alpha_entmax`).
+pub fn weights(norm: Normalization, l: &Layer<'_>, z: &Tensor, mask: &Mask) -> Result<Tensor> {
+    let alpha = match norm {
+        Normalization::AlphaEntmax => {
+            let a = l.get("attn.alpha_a").unsqueeze(1)?;
+            Some((candle_nn::ops::sigmoid(&a)? + 1.0)?)
+        }
+        Normalization::Softmax
+        | Normalization::Softmax1
+        | Normalization::Sparsemax
+        | Normalization::Entmax15
+        | Normalization::Sigmoid => None,
+    };
+    normalize(norm, z, mask, alpha.as_ref())
+}
 
 /// The value given to masked logits (never −inf: a cumulative sum of −inf gives NaN).
 pub const MASK_VALUE: f64 = -1e9;

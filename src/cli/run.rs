@@ -1,0 +1,221 @@
+//! `evoattn run` and `evoattn status`: a study file against its store.
+
+use super::output::{self, Plain};
+use super::{device_name, parse_device};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use evoattn::data::{self, Corpus};
+use evoattn::study::exec::{ExecOptions, Executor};
+use evoattn::study::plan::Planner;
+use evoattn::study::status::StatusRunner;
+use evoattn::study::store::{Store, StoreMeta};
+use evoattn::study::{self, KindSpec, Study};
+use evoattn::version;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// `evoattn run`.
+#[derive(Args)]
+pub struct RunArgs {
+    /// Study file (TOML), e.g. studies/quickstart.toml.
+    pub study: PathBuf,
+    /// Store root; the study writes under STORE/<name>/.
+    #[arg(long, default_value = "runs")]
+    pub store: PathBuf,
+    /// Concurrent runs in this process (default: one per core on CPU, 1 on CUDA).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Run only share i of n (0-based), e.g. --shard 0/2; shards split a study over processes.
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Data directory (default: EVOATTN_DATA, else the default data directory, fetched if empty).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Log lines instead of progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `evoattn status`.
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Study file (TOML).
+    pub study: PathBuf,
+    /// Store root.
+    #[arg(long, default_value = "runs")]
+    pub store: PathBuf,
+    /// Data directory (default: EVOATTN_DATA, else the default data directory).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `i/n` → (i, n); none → the whole study.
+fn parse_shard(s: Option<&str>) -> Result<(usize, usize)> {
+    let Some(s) = s else { return Ok((0, 1)) };
+    let (i, n) = s
+        .split_once('/')
+        .context("--shard must look like i/n, e.g. 0/2")?;
+    let (i, n): (usize, usize) = (
+        i.trim().parse().context("--shard i/n: i is not a number")?,
+        n.trim().parse().context("--shard i/n: n is not a number")?,
+    );
+    if n == 0 || i >= n {
+        bail!("--shard {s}: need 0 <= i < n, e.g. 0/2 and 1/2");
+    }
+    Ok((i, n))
+}
+
+/// Study-file errors are one line; exit before anything is written.
+pub fn load_study(path: &Path) -> Result<Study> {
+    Study::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Runs `evoattn run`.
+pub fn run(a: &RunArgs, threads_per_job: usize, jobs: usize) -> Result<()> {
+    let study = load_study(&a.study)?;
+    let shard = parse_shard(a.shard.as_deref())?;
+    let device = parse_device(&a.device)?;
+    let external = study::resolve_external(&study, &a.store)?;
+    let dir = data::data_dir_or_fetch(a.data.as_deref())?;
+    let corpus = Corpus::load(&dir, study.config.vocab_cap)?;
+    let planner = Planner::new(
+        study.config.clone(),
+        corpus.fingerprint(),
+        study.max_replicas,
+    );
+    let store = Store::open(&a.store, &study.name)?;
+    study::check_space_version(&study, &store)?;
+    store.write_study_file(&std::fs::read(&a.study)?)?;
+    store.write_meta(&StoreMeta {
+        data_fingerprint: planner.data_fingerprint.clone(),
+        engine_version: version::ENGINE_VERSION,
+        evoattn_version: version::CRATE_VERSION.into(),
+        gene_space_version: evoattn::gene::SPACE_VERSION,
+        git_commit: version::GIT_COMMIT.into(),
+        kind: study.kind.as_str().into(),
+        study: study.name.clone(),
+        study_file: a.study.display().to_string(),
+        study_sha256: study.file_sha256.clone(),
+    })?;
+    let dev_name = device_name(&device);
+    eprintln!(
+        "study {} ({}, preset {}): store {}, {jobs} job(s) × {threads_per_job} thread(s) on {dev_name}{}",
+        study.name,
+        study.kind.as_str(),
+        study.preset,
+        store.dir.display(),
+        if shard.1 > 1 { format!(", shard {}/{}", shard.0, shard.1) } else { String::new() }
+    );
+    let start = Instant::now();
+    let opts = ExecOptions {
+        jobs,
+        threads_per_job,
+        device,
+        device_name: dev_name,
+        shard,
+        quiet: a.quiet,
+    };
+    let mut exec = Executor::new(&study, store, planner, &corpus, opts);
+    let driven = study::drive(&study, external, &mut exec)?;
+    let n = exec.store.consolidate(&driven.unit_ids())?;
+    if let Some(ev) = &driven.evolve {
+        exec.store.write_generations(&ev.rows)?;
+    }
+    println!("{}", study::summary_table(&driven, &exec.store));
+    eprintln!(
+        "{} unit(s) trained now, {} reused from the store; {n} row(s) in {} ({:.0} s)",
+        exec.trained,
+        exec.reused,
+        exec.store.dir.join("runs.parquet").display(),
+        start.elapsed().as_secs_f64()
+    );
+    if driven.complete {
+        let out = evoattn::report::write_for_store(&exec.store.dir, None, None)?;
+        eprintln!("report: {}", out.display());
+    } else {
+        eprintln!(
+            "the study is not complete: other shards still have units to run; rerun `evoattn run {}` (any shard) after they finish to complete it",
+            a.study.display()
+        );
+    }
+    Ok(())
+}
+
+/// Runs `evoattn status`.
+pub fn status(a: &StatusArgs) -> Result<()> {
+    let study = load_study(&a.study)?;
+    let store = Store::open_existing(&a.store, &study.name).map_err(|_| {
+        anyhow::anyhow!(
+            "study `{}` has not run yet: no store at {} (start it with `evoattn run {}`)",
+            study.name,
+            a.store.join(&study.name).display(),
+            a.study.display()
+        )
+    })?;
+    let external = study::resolve_external(&study, &a.store)?;
+    let dir = data::resolve_data_dir(a.data.as_deref());
+    let fingerprint = match Corpus::load(&dir, study.config.vocab_cap) {
+        Ok(c) => c.fingerprint(),
+        Err(_) => {
+            store
+                .meta()
+                .context("no data and no meta.json in the store: pass --data")?
+                .data_fingerprint
+        }
+    };
+    let planner = Planner::new(study.config.clone(), fingerprint, study.max_replicas);
+    let mut runner = StatusRunner::new(store, planner);
+    let driven = study::drive(&study, external, &mut runner)?;
+    let generations = driven.evolve.as_ref().map(|e| {
+        e.rows
+            .iter()
+            .map(|r| r.generation)
+            .max()
+            .map_or(0, |g| g + 1)
+    });
+    let json = json!({"study": study.name, "complete": driven.complete, "stages": runner.counts,
+                      "generations_done": generations});
+    let mut text = format!("study {} ({})\n", study.name, study.kind.as_str());
+    for c in &runner.counts {
+        text += &format!(
+            "  {:<10} done {:>4}  claimed {:>4}  pending {:>4}\n",
+            c.stage.as_str(),
+            c.done,
+            c.claimed,
+            c.pending
+        );
+    }
+    if let (Some(g), KindSpec::Evolve(e)) = (generations, &study.kind) {
+        text += &format!("  generations finished: {g}/{}\n", e.spec.generations);
+    }
+    if study.kind.replication().is_some()
+        && !runner
+            .counts
+            .iter()
+            .any(|c| c.stage == evoattn::record::Stage::Replicate)
+    {
+        text += "  replicate  waits for the search to finish\n";
+    }
+    text += &format!(
+        "  {}\n",
+        if driven.complete {
+            "complete"
+        } else {
+            "not complete"
+        }
+    );
+    output::print(
+        &Plain {
+            json: vec![json],
+            text,
+        },
+        a.json,
+    )
+}

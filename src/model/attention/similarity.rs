@@ -1,0 +1,103 @@
+//! The `similarity` component: how a query and a key are compared — its parameters
+//! ([`params`]) and its forward ([`scores`]), both exhaustive over [`Similarity`].
+
+use super::{bmm, constant, weight, Layer};
+use crate::gene::Similarity;
+use crate::model::params::{Init, ParamSpec, Role};
+use crate::model::{ModelConfig, INIT_STD};
+use candle_core::{Result, Tensor, D};
+
+/// Epsilon inside the norm of `cosine` and `qk_rmsnorm`.
+pub const QK_EPS: f64 = 1e-6;
+
+/// The base scale c of a gene's logits at context length `seq_len`: log₂(L² − L) for
+/// `cosine` (QK-norm init), 1/√d_h otherwise.
+pub fn base_scale(sim: Similarity, d_head: usize, seq_len: usize) -> f64 {
+    match sim {
+        Similarity::Cosine => {
+            let l = seq_len as f64;
+            (l * l - l).log2()
+        }
+        Similarity::Dot
+        | Similarity::QkRmsnorm
+        | Similarity::Bilinear
+        | Similarity::Additive
+        | Similarity::NegL2 => 1.0 / (d_head as f64).sqrt(),
+    }
+}
+
+/// Width of the additive-attention hidden layer, d_a = min(d_h, 16).
+pub fn additive_width(d_head: usize) -> usize {
+    d_head.min(16)
+}
+
+/// The parameters `sim` adds to layer `layer`.
+pub fn params(sim: Similarity, cfg: &ModelConfig, layer: usize) -> Vec<ParamSpec> {
+    let (h, dh) = (cfg.n_heads, cfg.d_head());
+    match sim {
+        Similarity::QkRmsnorm => vec![
+            constant(layer, "attn.q_gain", &[1, 1, dh], 1.0),
+            constant(layer, "attn.k_gain", &[1, 1, dh], 1.0),
+        ],
+        Similarity::Bilinear => vec![ParamSpec::new(
+            super::name(layer, "attn.bilinear"),
+            &[h, dh, dh],
+            Init::IdentityPlusNormal(INIT_STD),
+            Role::Weight,
+        )],
+        Similarity::Additive => {
+            let da = additive_width(dh);
+            vec![
+                weight(layer, "attn.add_a", &[h, dh, da], INIT_STD),
+                weight(layer, "attn.add_b", &[h, dh, da], INIT_STD),
+                weight(layer, "attn.add_w", &[h, 1, 1, da], INIT_STD),
+            ]
+        }
+        Similarity::Dot | Similarity::Cosine | Similarity::NegL2 => vec![],
+    }
+}
+
+/// Similarities s(q, k) `[R, B, H, T, T]` of queries and keys `[R, B, H, T, d_h]`.
+pub fn scores(sim: Similarity, l: &Layer<'_>, q: &Tensor, k: &Tensor) -> Result<Tensor> {
+    let kt = k.transpose(3, 4)?;
+    match sim {
+        Similarity::Dot => bmm(q, &kt),
+        Similarity::Cosine => {
+            let unit = |x: &Tensor| -> Result<Tensor> {
+                x.broadcast_div(&(x.sqr()?.sum_keepdim(D::Minus1)? + QK_EPS)?.sqrt()?)
+            };
+            bmm(&unit(q)?, &unit(k)?.transpose(3, 4)?)
+        }
+        Similarity::QkRmsnorm => {
+            let rms = |x: &Tensor, gain: &str| -> Result<Tensor> {
+                let n = x.broadcast_div(&(x.sqr()?.mean_keepdim(D::Minus1)? + QK_EPS)?.sqrt()?)?;
+                n.broadcast_mul(&l.get(gain).unsqueeze(1)?)
+            };
+            bmm(
+                &rms(q, "attn.q_gain")?,
+                &rms(k, "attn.k_gain")?.transpose(3, 4)?,
+            )
+        }
+        Similarity::Bilinear => {
+            let w = l.get("attn.bilinear").unsqueeze(1)?;
+            bmm(&bmm(q, &w)?, &kt)
+        }
+        Similarity::Additive => {
+            let a = l.get("attn.add_a").unsqueeze(1)?;
+            let bm = l.get("attn.add_b").unsqueeze(1)?;
+            let w = l.get("attn.add_w").unsqueeze(1)?;
+            let qa = bmm(q, &a)?.unsqueeze(4)?; // [R,B,H,T,1,da]
+            let kb = bmm(k, &bm)?.unsqueeze(3)?; // [R,B,H,1,T,da]
+            qa.broadcast_add(&kb)?
+                .tanh()?
+                .broadcast_mul(&w)?
+                .sum(D::Minus1)
+        }
+        Similarity::NegL2 => {
+            let qq = q.sqr()?.sum_keepdim(D::Minus1)?; // [.., T, 1]
+            let kk = k.sqr()?.sum_keepdim(D::Minus1)?.transpose(3, 4)?; // [.., 1, T]
+            let qk = bmm(q, &kt)?;
+            (qk * 2.0)?.broadcast_sub(&qq)?.broadcast_sub(&kk)
+        }
+    }
+}

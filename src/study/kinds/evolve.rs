@@ -1,0 +1,131 @@
+//! `kind = "evolve"`: the GA of the seed study over the gene space ([`crate::search::evolve`]),
+//! one evaluation per (gene, seed), optionally followed by a replication of its top genes.
+
+use super::replicate::{self, External, Replication};
+use crate::gene::GENE_COUNT;
+use crate::record::Stage;
+use crate::search::{self, EvolveSpec};
+use crate::study::spec::{Ctx, RawStudy, SpecError, Study};
+use crate::study::{scores_of, Driven, Reached, Runner};
+use anyhow::Result;
+
+/// A validated evolve study.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evolve {
+    /// `[evolve]` (the published GA by default).
+    pub spec: EvolveSpec,
+    /// `[replicate]`: the stage after the search.
+    pub replicate: Option<Replication>,
+}
+
+/// Validates `[evolve]` and the optional `[replicate]`.
+pub(crate) fn validate(raw: &RawStudy, ctx: &Ctx<'_>) -> Result<Evolve, SpecError> {
+    let spec = match &raw.evolve {
+        None => EvolveSpec::default(),
+        Some(e) => {
+            let at = Some(e.span());
+            let e = e.get_ref().clone();
+            let bad = |m: String| Err(ctx.err(at.clone(), format!("[evolve] {m}")));
+            if e.population < 2 {
+                return bad("population must be at least 2".into());
+            }
+            if e.elites == 0 || e.elites >= e.population {
+                return bad(format!(
+                    "elites must be between 1 and population − 1 = {}",
+                    e.population - 1
+                ));
+            }
+            if e.generations == 0 {
+                return bad("generations must be at least 1".into());
+            }
+            if !(0.0..=1.0).contains(&e.mutation_rate) {
+                return bad("mutation_rate must be in [0, 1]".into());
+            }
+            if e.max_evaluations.is_some_and(|m| m < e.population) {
+                return bad("max_evaluations must be at least the population".into());
+            }
+            if e.population > GENE_COUNT {
+                return bad(format!("population exceeds the {GENE_COUNT} genes"));
+            }
+            e
+        }
+    };
+    Ok(Evolve {
+        spec,
+        replicate: replicate::validate_followup(raw, ctx)?,
+    })
+}
+
+impl Evolve {
+    /// The search (generation after generation, each needing the previous one), then the
+    /// replication.
+    pub fn drive(
+        &self,
+        study: &Study,
+        external: External,
+        runner: &mut dyn Runner,
+        out: &mut Driven,
+    ) -> Result<()> {
+        let outcome = search::evolve(&self.spec, &study.seeds, |_, missing| {
+            if runner.ensure(Stage::Search, missing, true)? {
+                Ok(Some(scores_of(runner, missing)))
+            } else {
+                Ok(None)
+            }
+        })?;
+        let complete =
+            outcome.complete || (outcome.stopped_by_cap && outcome.pending_generation.is_none());
+        out.push(Reached::new(
+            Stage::Search,
+            outcome.requests.clone(),
+            runner.planner(),
+            complete,
+        ));
+        out.evolve = Some(outcome);
+        if let Some(rep) = &self.replicate {
+            rep.drive(external, runner, out)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{study, FakeRunner};
+    use super::super::KindSpec;
+    use crate::record::Stage;
+    use crate::study::kinds::replicate::External;
+
+    #[test]
+    fn plans_every_generation_then_replicates_the_top_genes_on_fresh_seeds() {
+        let s = study(
+            "name = \"q\"\nkind = \"evolve\"\n[evolve]\npopulation = 6\nelites = 2\ngenerations = 3\ninclude_baseline = true\n[replicate]\nfrom = { study = \"q\", top = 2 }\nseeds = [101, 102]\n",
+        );
+        let mut r = FakeRunner::new(&s);
+        let d = s.kind.drive(&s, External::default(), &mut r).unwrap();
+        assert!(d.complete);
+        let ev = d.evolve.as_ref().unwrap();
+        assert_eq!(ev.rows.len(), 6 * 3);
+        let search = r.requests(Stage::Search);
+        assert!(search.iter().all(|&(_, seed)| seed == 1));
+        // Every requested unit is requested once.
+        let mut uniq = search.clone();
+        uniq.sort();
+        uniq.dedup();
+        assert_eq!(uniq.len(), search.len());
+        // The replication: top 2 of the search plus the baseline, on the fresh seeds.
+        let rep = r.requests(Stage::Replicate);
+        assert_eq!(rep.len(), 3 * 2);
+        assert!(rep.iter().all(|&(_, seed)| seed == 101 || seed == 102));
+        assert_eq!(rep[0].0, crate::gene::Gene::BASELINE);
+        let best = ev
+            .rows
+            .iter()
+            .min_by(|a, b| a.fitness.total_cmp(&b.fitness))
+            .unwrap()
+            .gene;
+        assert!(rep.iter().any(|&(g, _)| g == best));
+        assert_eq!(d.stages.len(), 2);
+        assert!(matches!(s.kind, KindSpec::Evolve(_)));
+    }
+}

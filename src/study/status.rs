@@ -1,0 +1,90 @@
+//! `evoattn status`: a runner that trains nothing and counts unit states.
+
+use super::plan::Planner;
+use super::store::{PackState, Store};
+use super::Runner;
+use crate::gene::Gene;
+use crate::record::{RunRow, Stage};
+use anyhow::Result;
+
+/// Unit counts of one stage, for `evoattn status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StageCounts {
+    /// Stage name.
+    pub stage: Stage,
+    /// Finished units.
+    pub done: usize,
+    /// Units in runs that a live process holds.
+    pub claimed: usize,
+    /// Units nobody holds yet.
+    pub pending: usize,
+}
+
+/// A runner that trains nothing and counts unit states.
+pub struct StatusRunner {
+    /// The study's store (read only).
+    pub store: Store,
+    /// Planner.
+    pub planner: Planner,
+    /// Counts per stage (a GA's generations add up).
+    pub counts: Vec<StageCounts>,
+    /// Units requested by earlier stages (as in [`super::exec::Executor`]).
+    pub earlier: std::collections::HashSet<String>,
+}
+
+impl StatusRunner {
+    /// A runner over `store` that plans with `planner`.
+    pub fn new(store: Store, planner: Planner) -> StatusRunner {
+        StatusRunner {
+            store,
+            planner,
+            counts: vec![],
+            earlier: Default::default(),
+        }
+    }
+}
+
+impl Runner for StatusRunner {
+    fn ensure(&mut self, stage: Stage, requests: &[(Gene, u64)], _need_all: bool) -> Result<bool> {
+        self.store.refresh()?;
+        if self.counts.last().is_none_or(|c| c.stage != stage) {
+            self.counts.push(StageCounts {
+                stage,
+                done: 0,
+                claimed: 0,
+                pending: 0,
+            });
+        }
+        let packs = self
+            .planner
+            .pack(requests, |u| self.earlier.contains(&u.id));
+        for &(g, s) in requests {
+            self.earlier.insert(self.planner.unit(g, s).id);
+        }
+        let c = self.counts.last_mut().expect("pushed");
+        let mut all_done = true;
+        for p in &packs {
+            let n = p.units.len();
+            if p.units.iter().all(|u| self.store.is_done(&u.id)) {
+                c.done += n;
+                continue;
+            }
+            all_done = false;
+            match self.store.pack_state(&p.id)? {
+                PackState::Claimed(_) => c.claimed += n,
+                PackState::Done => c.done += n,
+                PackState::Pending => c.pending += n,
+            }
+        }
+        Ok(all_done)
+    }
+    fn finished(&self, gene: Gene, seed: u64) -> Option<&RunRow> {
+        self.store.run(&self.planner.unit(gene, seed).id)
+    }
+    fn planner(&self) -> &Planner {
+        &self.planner
+    }
+    fn planner_mut(&mut self) -> &mut Planner {
+        &mut self.planner
+    }
+}
