@@ -42,7 +42,10 @@ fn statistics_is_a_separate_crate_without_evoattn_dependencies() {
     assert!(!root().join("src/stats").exists(), "src/stats came back");
     let manifest = std::fs::read_to_string(root().join("crates/stats/Cargo.toml")).unwrap();
     let deps = manifest.split("[dependencies]").nth(1).unwrap();
-    assert!(!deps.contains("evoattn"), "evoattn-stats depends on evoattn");
+    assert!(
+        !deps.contains("evoattn"),
+        "evoattn-stats depends on evoattn"
+    );
 }
 
 #[test]

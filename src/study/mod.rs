@@ -220,3 +220,36 @@ pub fn summary_table(driven: &Driven, store: &Store) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::store::{Store, StoreMeta};
+    use super::*;
+
+    #[test]
+    fn a_search_is_not_resumed_under_another_gene_space() {
+        let dir = store::tests::tempdir();
+        let store = Store::open(&dir, "s").unwrap();
+        let parse = |t: &str| Study::parse(t, std::path::Path::new("s.toml")).unwrap();
+        let ga = parse("name = \"s\"\nkind = \"evolve\"\n");
+        let rep = parse("name = \"s\"\nkind = \"replicate\"\n[replicate]\ngenes = []\n");
+        // No meta.json yet, or the same version: fine.
+        assert!(check_space_version(&ga, &store).is_ok());
+        let mut meta = StoreMeta {
+            gene_space_version: crate::gene::SPACE_VERSION,
+            ..Default::default()
+        };
+        store.write_meta(&meta).unwrap();
+        assert!(check_space_version(&ga, &store).is_ok());
+        meta.gene_space_version += 1;
+        store.write_meta(&meta).unwrap();
+        let e = check_space_version(&ga, &store).unwrap_err().to_string();
+        assert!(
+            e.contains("gene space version") && e.contains("new name"),
+            "{e}"
+        );
+        // A replication names its genes: the space version does not change its plan.
+        assert!(check_space_version(&rep, &store).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -342,6 +342,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_field_table_is_every_serialised_setting_with_its_value() {
+        let c = Preset::Smoke.config();
+        let json = serde_json::to_value(&c).unwrap();
+        let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+        let mut names: Vec<&str> = TrainConfig::FIELDS.iter().map(|f| f.0).collect();
+        names.sort_unstable();
+        assert_eq!(keys, names);
+        assert_eq!(c.field("lr"), Some(FieldValue::Real(Some(3e-3))));
+        assert_eq!(c.field("vocab_cap"), Some(FieldValue::Count(Some(512))));
+        let mut d = c.clone();
+        d.set_field("steps", FieldValue::Count(Some(7))).unwrap();
+        assert_eq!(d.steps, 7);
+        assert!(d.set_field("steps", FieldValue::Count(None)).is_err());
+        assert!(d.set_field("steps", FieldValue::Real(Some(7.0))).is_err());
+        assert!(d.set_field("nope", FieldValue::Count(Some(1))).is_err());
+    }
+
+    #[test]
     fn presets_match_the_issue() {
         let s = Preset::Seed.config();
         assert_eq!(

@@ -197,7 +197,7 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::gene::Gene;
     use crate::record::{now_rfc3339, Stage};
