@@ -25,6 +25,9 @@ pub struct Aso {
     pub violation_ratio: f64,
     /// Upper confidence bound of ε_W2; A is better when below 0.5 (stricter: 0.2).
     pub epsilon_min: f64,
+    /// σ̂, the bootstrap spread of the scaled ratio (0: every resample gave the same ratio,
+    /// so ε_min carries no uncertainty and should not be reported; NaN when ε_W2 is).
+    pub spread: f64,
 }
 
 /// ε_W2 of sorted samples given as distinct values with multiplicities.
@@ -107,6 +110,7 @@ pub fn aso(
         return Aso {
             violation_ratio: eps,
             epsilon_min: f64::NAN,
+            spread: f64::NAN,
         };
     }
     let (sa, sb) = (sorted(a), sorted(b));
@@ -148,6 +152,7 @@ pub fn aso(
     Aso {
         violation_ratio: eps,
         epsilon_min: (eps + sigma * z / const1).clamp(0.0, 1.0),
+        spread: sigma,
     }
 }
 

@@ -10,17 +10,29 @@ use serde_json::{json, Value};
 /// A full comparison of x against y (directional quantities are x − y).
 #[derive(Debug, Clone)]
 pub struct Comparison {
+    /// Size of x.
     pub n_x: usize,
+    /// Size of y.
     pub n_y: usize,
+    /// Mean of x.
     pub mean_x: f64,
+    /// Mean of y.
     pub mean_y: f64,
+    /// mean(x) − mean(y).
     pub diff: f64,
+    /// Welch's t-test.
     pub welch: TTest,
+    /// Student's t-test (pooled variance).
     pub student: TTest,
+    /// Mann–Whitney U.
     pub mann_whitney: RankTest,
+    /// Paired t-test (paired samples only).
     pub paired_t: Option<TTest>,
+    /// Wilcoxon signed-rank test (paired samples only).
     pub wilcoxon: Option<RankTest>,
+    /// Effect sizes.
     pub effect: Effects,
+    /// Welch t interval of the difference.
     pub ci_diff: Interval,
     /// Seeded BCa bootstrap interval of the mean difference (paired: resampled by pair).
     pub bootstrap_ci_diff: super::resample::BootstrapCi,

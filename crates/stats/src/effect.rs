@@ -62,10 +62,15 @@ pub fn prob_improvement(x: &[f64], y: &[f64], higher_is_better: bool) -> f64 {
 /// All effect sizes of x relative to y.
 #[derive(Debug, Clone, Serialize)]
 pub struct Effects {
+    /// Cohen's d (pooled sd).
     pub cohens_d: f64,
+    /// Hedges' g (exact J).
     pub hedges_g: f64,
+    /// Cliff's delta, P(x > y) − P(x < y).
     pub cliffs_delta: f64,
+    /// Vargha–Delaney A12, P(x > y) + ½ P(x = y).
     pub a12: f64,
+    /// P(x better than y) in the chosen direction.
     pub prob_improvement: f64,
 }
 

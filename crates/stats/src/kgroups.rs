@@ -10,9 +10,13 @@ use statrs::function::beta::beta_reg;
 /// A k-sample statistic with its p-value and degrees of freedom.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct KTest {
+    /// F, H or χ².
     pub statistic: f64,
+    /// p-value.
     pub pvalue: f64,
+    /// Between-groups (numerator) df.
     pub df_between: f64,
+    /// Within-groups (denominator) df (NaN for rank tests).
     pub df_within: f64,
 }
 

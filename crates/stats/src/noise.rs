@@ -1,6 +1,8 @@
 //! How much of the variation is the gene and how much the seed: the one-way random-effects
-//! model (genes as groups, seeds as replicates) with its variance components and ICC(1),
-//! and the winner's curse — the expected best of N single noisy runs.
+//! model (genes as groups, seeds as replicates) with its variance components and ICC(1);
+//! the gene × seed interaction sd of a genes × seeds matrix (the noise that a paired,
+//! seed-blocked comparison still sees); and the winner's curse — the expected best of N
+//! single noisy runs.
 
 use serde::Serialize;
 use statrs::distribution::{Continuous, ContinuousCDF, Normal};
@@ -82,6 +84,61 @@ pub fn variance_share(groups: &[Vec<f64>]) -> VarianceShare {
     }
 }
 
+/// The gene × seed interaction of a genes × seeds matrix without replication.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct InteractionSd {
+    /// Residual mean square of the additive model y ~ gene + seed.
+    pub ms_resid: f64,
+    /// Its degrees of freedom, (genes − 1)(seeds − 1).
+    pub df: f64,
+    /// √ms_resid: the sd of a run around gene effect + seed effect.
+    pub sd: f64,
+}
+
+/// The gene × seed interaction sd: √ of the residual mean square of the additive two-way
+/// model without replication over `matrix[gene][seed]`,
+/// Σ (y_gs − ȳ_g. − ȳ_.s + ȳ..)² / ((G − 1)(S − 1)) (statsmodels
+/// `ols('y ~ C(gene) + C(seed)').fit().mse_resid`). NaN with fewer than two genes or
+/// seeds; an error for ragged rows or non-finite values.
+pub fn interaction_sd(matrix: &[Vec<f64>]) -> anyhow::Result<InteractionSd> {
+    let g = matrix.len();
+    let s = matrix.first().map_or(0, |r| r.len());
+    anyhow::ensure!(
+        matrix.iter().all(|r| r.len() == s),
+        "every gene needs a value for every seed (ragged genes × seeds matrix)"
+    );
+    if let Some(v) = matrix.iter().flatten().find(|v| !v.is_finite()) {
+        anyhow::bail!("the genes × seeds matrix holds a non-finite value ({v})");
+    }
+    if g < 2 || s < 2 {
+        return Ok(InteractionSd {
+            ms_resid: f64::NAN,
+            df: f64::NAN,
+            sd: f64::NAN,
+        });
+    }
+    let grand = matrix.iter().flatten().sum::<f64>() / (g * s) as f64;
+    let row: Vec<f64> = matrix
+        .iter()
+        .map(|r| r.iter().sum::<f64>() / s as f64)
+        .collect();
+    let col: Vec<f64> = (0..s)
+        .map(|j| matrix.iter().map(|r| r[j]).sum::<f64>() / g as f64)
+        .collect();
+    let mut ss = 0.0;
+    for (i, r) in matrix.iter().enumerate() {
+        for (j, v) in r.iter().enumerate() {
+            ss += ((v - row[i]) - (col[j] - grand)).powi(2);
+        }
+    }
+    let df = ((g - 1) * (s - 1)) as f64;
+    Ok(InteractionSd {
+        ms_resid: ss / df,
+        df,
+        sd: (ss / df).sqrt(),
+    })
+}
+
 /// E[max of N iid standard normals] = ∫ z N φ(z) Φ(z)^{N−1} dz (composite Simpson on
 /// [−12, 12], 20,000 panels; exact 0 for N = 1).
 pub fn expected_max_std_normal(n: usize) -> f64 {
@@ -132,5 +189,22 @@ mod tests {
         let apart = vec![vec![1.0, 1.1, 0.9], vec![5.0, 5.1, 4.9]];
         assert!(variance_share(&apart).gene_share > 0.99);
         assert!(variance_share(&[vec![1.0]]).icc.is_nan());
+    }
+
+    #[test]
+    fn interaction_sd_removes_gene_and_seed_effects() {
+        // Purely additive: gene + seed, no interaction → 0.
+        let add: Vec<Vec<f64>> = (0..3)
+            .map(|g| (0..4).map(|s| g as f64 * 2.0 + s as f64 * 10.0).collect())
+            .collect();
+        assert!(interaction_sd(&add).unwrap().sd < 1e-12);
+        // y = [[e, −e], [−e, e]] has all row and column means 0: SS = 4e², df = 1, sd = 2e.
+        let e = 0.3;
+        let r = interaction_sd(&[vec![e, -e], vec![-e, e]]).unwrap();
+        assert!((r.sd - 2.0 * e).abs() < 1e-15 && r.df == 1.0);
+        assert!(interaction_sd(&[vec![1.0, 2.0]]).unwrap().sd.is_nan());
+        assert!(interaction_sd(&[vec![1.0, 2.0], vec![1.0]]).is_err());
+        assert!(interaction_sd(&[vec![1.0, f64::NAN], vec![1.0, 2.0]]).is_err());
+        assert!(interaction_sd(&[]).unwrap().sd.is_nan());
     }
 }

@@ -7,7 +7,9 @@ use serde::Serialize;
 /// A rank statistic, its p-value and how the p-value was computed.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RankTest {
+    /// U or W.
     pub statistic: f64,
+    /// p-value.
     pub pvalue: f64,
     /// `exact`, `permutation` or `asymptotic`.
     pub method: &'static str,

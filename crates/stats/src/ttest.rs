@@ -6,8 +6,11 @@ use serde::Serialize;
 /// A t statistic with its degrees of freedom and p-value.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct TTest {
+    /// t.
     pub statistic: f64,
+    /// Degrees of freedom.
     pub df: f64,
+    /// p-value.
     pub pvalue: f64,
 }
 
