@@ -278,3 +278,110 @@ fn anova_reads_csv_and_names_missing_columns() {
     assert!(!ok && err.contains("no column `temperature`"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Golden values from statsmodels 0.15 (`TTestPower().solve_power(0.8, power=0.8)` =
+/// 14.30276455812943; `TTestPower().solve_power(0.5, nobs=20, alternative='larger')` =
+/// 0.6951493382443411; `ttost_paired(x, y, -1.5, 1.5)[0]` = 0.0006447369126158683).
+#[test]
+fn paired_power_and_margin_tests_match_statsmodels() {
+    let v = json(&[
+        "stats", "power", "--effect", "0.8", "--power", "0.8", "--paired", "--json",
+    ]);
+    assert!(
+        (v["n"].as_f64().unwrap() - 14.30276455812943).abs() < 1e-5,
+        "{v}"
+    );
+    assert_eq!(
+        (v["n_ceil"].as_u64(), v["design"].as_str()),
+        (Some(15), Some("paired"))
+    );
+    let v = json(&[
+        "stats",
+        "power",
+        "--effect",
+        "0.5",
+        "--n",
+        "20",
+        "--paired",
+        "--alternative",
+        "larger",
+        "--json",
+    ]);
+    assert!(
+        (v["power"].as_f64().unwrap() - 0.6951493382443411).abs() < 1e-9,
+        "{v}"
+    );
+    let (ok, _, err) = run(&[
+        "stats",
+        "power",
+        "--effect",
+        "0.5",
+        "--n",
+        "20",
+        "--alternative",
+        "up",
+    ]);
+    assert!(!ok && err.contains("larger"), "{err}");
+    let v = json(&[
+        "stats",
+        "compare",
+        "--x",
+        "99.1,98.7,99.4,98.9,99.3,99.0",
+        "--y",
+        "100.0,99.9,100.3,99.6,100.1,100.2",
+        "--paired",
+        "--margin",
+        "1.5",
+        "--json",
+    ]);
+    let tost = v["tost"].as_f64().unwrap();
+    assert!((tost - 0.0006447369126158683).abs() < 1e-12, "{v}");
+    assert!(v["min_effect_better"].as_f64().unwrap() > 0.5);
+    assert!(v["min_effect_worse"].as_f64().unwrap() > 0.5);
+    // Significantly better, and equivalent within ±1.5: better by less than the margin.
+    assert_eq!(v["verdict"], "better_within_margin", "{v}");
+    assert_eq!(v["verdict_ci"]["level"].as_f64(), Some(0.9));
+}
+
+#[test]
+fn anova_with_a_seed_block_adds_the_block_and_repeated_measures() {
+    let dir = std::env::temp_dir().join(format!("evoattn-anova-block-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("runs.csv");
+    let mut text = String::from("gating,seed,val_ppl\n");
+    for s in 0..5 {
+        for (j, g) in ["none", "output_gate", "highway"].iter().enumerate() {
+            let y = 100.0 + 3.0 * s as f64 - j as f64 + 0.1 * ((s * 7 + j * 3) % 5) as f64;
+            text.push_str(&format!("{g},{s},{y}\n"));
+        }
+    }
+    std::fs::write(&path, text).unwrap();
+    let p = path.to_str().unwrap();
+    let v = json(&[
+        "stats",
+        "anova",
+        "--file",
+        p,
+        "--factors",
+        "gating",
+        "--block",
+        "seed",
+        "--json",
+    ]);
+    let names: Vec<&str> = v["terms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["term"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["seed", "gating", "residual"], "{v}");
+    let rm = v["repeated_measures"].as_array().unwrap();
+    assert_eq!(rm[0]["term"], "gating");
+    // One factor in a complete design: the RM F equals the blocked F.
+    let blocked_f = v["terms"][1]["f"].as_f64().unwrap();
+    assert!(
+        (rm[0]["f"].as_f64().unwrap() - blocked_f).abs() < 1e-9 * blocked_f,
+        "{v}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

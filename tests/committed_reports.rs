@@ -1,6 +1,8 @@
 //! The reports committed under `reports/` are what the committed code makes of their
 //! committed Parquet tables: each is rebuilt into a temporary folder and compared byte for
-//! byte (report and plots), except the line naming the commit that wrote the report.
+//! byte (report and plots), except the line naming the commit that wrote the report. A
+//! report written with extra `evoattn report` flags lists them in `report-args.txt` (one
+//! per line; paths relative to `reports/`).
 
 use std::path::Path;
 
@@ -17,14 +19,32 @@ fn rebuild(dir: &Path) {
         "curves.parquet",
         "generations.parquet",
         "meta.json",
+        "study.toml",
     ] {
         if dir.join(f).exists() {
             std::fs::copy(dir.join(f), out.join(f)).unwrap();
         }
     }
+    let root = dir.parent().unwrap();
+    let args: Vec<String> = std::fs::read_to_string(dir.join("report-args.txt"))
+        .map(|t| {
+            t.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    if l.starts_with("--") {
+                        l.to_string()
+                    } else {
+                        root.join(l).display().to_string()
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_evoattn"))
         .arg("report")
         .arg(&out)
+        .args(&args)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -81,12 +81,21 @@ fn planted_effects_get_the_right_verdicts() {
             .unwrap_or_else(|| panic!("{g} not compared"))
     };
     let b = find("dot+sparsemax+output_gate+learned");
-    assert_eq!(b.verdict, Verdict::Better, "{b:?}");
+    assert_eq!(b.verdict, Verdict::BetterByMargin, "{b:?}");
     assert!(b.paired && (b.diff + 3.0).abs() < 0.6, "{b:?}");
-    assert!(b.ci.low < b.diff && b.diff < b.ci.high && b.ci.high < 0.0);
+    // The verdict's interval is the 90 % one of the one-sided test, entirely below −δ.
+    assert!(
+        (b.ci.level - 0.9).abs() < 1e-12 && b.ci.high < -1.0,
+        "{b:?}"
+    );
+    // 10 runs per arm: the BCa interval is shown beside the t interval.
+    assert!(b.bca.is_some());
     let s = find("cosine+softmax+none+fixed");
-    assert_eq!(s.verdict, Verdict::NoDifference, "{s:?}");
-    assert!(s.seeds_for_80.is_some_and(|n| n > 10), "{s:?}");
+    assert!(
+        matches!(s.verdict, Verdict::Equivalent | Verdict::Inconclusive),
+        "{s:?}"
+    );
+    assert!(s.mde_80 > 0.0 && s.mde_80 < 3.0, "{s:?}");
     // The diverged run: counted, excluded from means (9 pairs), worst in the rank test.
     let d = find("dot+entmax15+none+fixed");
     assert_eq!(d.n, 9);
@@ -98,11 +107,13 @@ fn planted_effects_get_the_right_verdicts() {
         &report::Provenance::default(),
         &Default::default(),
     );
-    assert!(md.contains("is better than the baseline by"), "{md}");
+    assert!(
+        md.contains("is **better than the baseline by at least 1 ppl**"),
+        "{md}"
+    );
     // the interval of the improvement is stated as positive numbers, low to high
-    let ci = format!("(95 % CI {:.2} to {:.2};", -b.ci.high, -b.ci.low);
+    let ci = format!("(90 % t CI {:.2} to {:.2};", -b.ci.high, -b.ci.low);
     assert!(md.contains(&ci) && -b.ci.high > 0.0, "{ci} in {md}");
-    assert!(md.contains("no detectable difference"), "{md}");
     assert!(md.contains("1 run(s) diverged"), "{md}");
     // Four genes share the seeds: Friedman finds the better gene, and Conover separates
     // it from the baseline.
@@ -116,6 +127,97 @@ fn planted_effects_get_the_right_verdicts() {
         .unwrap();
     assert!(pair.pvalue < 0.05, "{pair:?}");
     assert!(md.contains("## All genes together"), "{md}");
+}
+
+/// The baseline and one gene on `seeds` shared seeds: the gene is `effect` ppl off the
+/// baseline, with a shared seed effect (sd 2) and gene × seed noise of sd `noise`.
+fn pair_store(effect: f64, noise: f64, seeds: u64, rng_seed: u64) -> Vec<RunRow> {
+    let mut rng = ChaCha8Rng::seed_from_u64(rng_seed);
+    let n = Normal::new(0.0, 1.0).unwrap();
+    let gene: Gene = "dot+sparsemax+output_gate+learned".parse().unwrap();
+    let mut rows = Vec::new();
+    for seed in 1..=seeds {
+        let shared = 2.0 * n.sample(&mut rng);
+        rows.push(row(
+            Gene::BASELINE,
+            seed,
+            Some(100.0 + shared + noise * n.sample(&mut rng)),
+        ));
+        rows.push(row(
+            gene,
+            seed,
+            Some(100.0 + effect + shared + noise * n.sample(&mut rng)),
+        ));
+    }
+    rows
+}
+
+fn only_verdict(rows: &[RunRow]) -> report::Comparison {
+    let a = report::analyse(rows, report::Options::default());
+    assert_eq!(a.comparisons.len(), 1);
+    a.comparisons[0].clone()
+}
+
+#[test]
+fn margin_verdicts_on_planted_differences() {
+    // No difference, small noise, 30 seeds: equivalent within ±1 ppl.
+    let c = only_verdict(&pair_store(0.0, 0.3, 30, 1));
+    assert_eq!(c.verdict, Verdict::Equivalent, "{c:?}");
+    assert!(c.ci.low > -1.0 && c.ci.high < 1.0);
+    // A precise −0.5 ppl: better, and by less than the margin.
+    let c = only_verdict(&pair_store(-0.5, 0.2, 30, 2));
+    assert_eq!(c.verdict, Verdict::BetterWithinMargin, "{c:?}");
+    // −3 ppl: better by at least the margin.
+    let c = only_verdict(&pair_store(-3.0, 0.5, 10, 3));
+    assert_eq!(c.verdict, Verdict::BetterByMargin, "{c:?}");
+    // +3 ppl: the mirror.
+    let c = only_verdict(&pair_store(3.0, 0.5, 10, 4));
+    assert_eq!(c.verdict, Verdict::WorseByMargin, "{c:?}");
+}
+
+#[test]
+fn two_runs_per_arm_are_inconclusive_without_bootstrap_or_aso() {
+    let rows = pair_store(-1.0, 1.0, 2, 5);
+    let c = only_verdict(&rows);
+    assert_eq!(c.verdict, Verdict::Inconclusive, "{c:?}");
+    assert!(c.bca.is_none(), "no BCa from 2 runs");
+    assert!(
+        matches!(c.aso, report::AsoResult::Undefined(_)),
+        "{:?}",
+        c.aso
+    );
+    // The exact Wilcoxon test with 2 pairs cannot go below p = 0.5.
+    assert_eq!(c.rank_min_p, 0.5);
+    let a = report::analyse(&rows, report::Options::default());
+    let md = report::markdown(
+        &a,
+        &rows,
+        &report::Provenance::default(),
+        &Default::default(),
+    );
+    assert!(
+        md.contains("**inconclusive**") && md.contains("were detectable at 80 % power"),
+        "{md}"
+    );
+    assert!(md.contains("cannot go below p = 0.5"), "{md}");
+    assert!(md.contains("ASO is undefined"), "{md}");
+}
+
+#[test]
+fn tune_studies_get_no_verdicts() {
+    let mut rows = pair_store(-3.0, 0.5, 10, 6);
+    for r in &mut rows {
+        r.stage = Stage::Tune;
+    }
+    let a = report::analyse(&rows, report::Options::default());
+    assert!(!a.verdicts && a.comparisons.is_empty());
+    let md = report::markdown(
+        &a,
+        &rows,
+        &report::Provenance::default(),
+        &Default::default(),
+    );
+    assert!(md.contains("No verdicts"), "{md}");
 }
 
 fn tmp(tag: &str) -> std::path::PathBuf {
@@ -206,22 +308,26 @@ fn ablation_finds_the_planted_factor() {
     let names: Vec<&str> = ab.factors.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(names, ["normalization", "gating"]);
     assert_eq!(ab.factors[1].levels, ["none", "output_gate", "highway"]);
-    let p = |t: &str| {
-        ab.anova
-            .iter()
-            .find(|x| x.term == t)
-            .unwrap()
-            .pvalue
-            .unwrap()
-    };
-    assert!(p("gating") < 1e-6, "{:?}", ab.anova);
-    assert!(p("normalization") > 0.05, "{:?}", ab.anova);
-    assert!(p("normalization:gating") > 0.05, "{:?}", ab.anova);
+    let blocked = ab.blocked.as_ref().unwrap();
+    let p = |t: &str| blocked.terms.iter().find(|x| x.term == t).unwrap().pvalue;
+    assert!(p("gating") < 1e-6, "{blocked:?}");
+    assert!(p("normalization") > 0.05, "{blocked:?}");
+    assert!(p("normalization:gating") > 0.05, "{blocked:?}");
     assert_eq!(ab.diverged, 1);
-    let res = ab.anova.iter().find(|x| x.term == "residual").unwrap();
-    assert_eq!(res.df, 47.0 - 12.0, "47 finished runs, 12 cells");
+    assert_eq!(
+        blocked.residual.df,
+        47.0 - 12.0 - 3.0,
+        "47 finished runs, 12 cells, 4 seeds"
+    );
+    // The repeated-measures ANOVA drops the seed with the diverged cell.
+    let (rm, n) = ab.rm.as_ref().unwrap();
+    assert_eq!(*n, 3);
+    assert!(
+        rm.iter().any(|t| t.term == "gating" && t.pvalue < 0.01),
+        "{rm:?}"
+    );
     let gating = &ab.factors[1];
-    assert!(gating.kruskal.pvalue < 0.001);
+    assert!(gating.rank.as_ref().unwrap().pvalue < 0.05);
     // none vs output_gate and output_gate vs highway differ; none vs highway does not
     let differ: Vec<(usize, usize)> = gating
         .pairs
@@ -230,8 +336,8 @@ fn ablation_finds_the_planted_factor() {
         .map(|p| (p.a, p.b))
         .collect();
     assert_eq!(differ, [(0, 1), (1, 2)], "{:?}", gating.pairs);
-    let og = gating.marginal[1];
-    assert!((og.0 - 97.0).abs() < 0.6 && og.2.low < og.0 && og.0 < og.2.high);
+    let og = &gating.marginal[1];
+    assert!((og.mean - 97.0).abs() < 0.6 && og.ci.low < og.mean && og.mean < og.ci.high);
     let md = write_twice(&rows, "ablate");
     assert!(
         md.contains("## Ablation") && md.contains("| normalization × gating |"),
@@ -240,6 +346,60 @@ fn ablation_finds_the_planted_factor() {
     assert!(md.contains("Best gating on average: `output_gate`"), "{md}");
     assert!(md.contains("1 run(s) diverged"), "{md}");
     assert!(md.contains("report.ablation.svg"), "{md}");
+}
+
+/// A 4 × 3 ablation on 8 shared seeds with a large seed effect (sd 3) and a planted
+/// interaction (sd 0.5 over cells) but no main effects, small noise (sd 0.2).
+#[test]
+fn the_seed_block_reveals_an_interaction_the_unblocked_fit_misses() {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let n = Normal::new(0.0, 1.0).unwrap();
+    let norms = ["softmax", "sparsemax", "entmax15", "sigmoid"];
+    let gates = ["none", "output_gate", "highway"];
+    // Interaction: a cell effect with zero row and column means.
+    let raw: Vec<Vec<f64>> = (0..4)
+        .map(|_| (0..3).map(|_| 0.5 * n.sample(&mut rng)).collect())
+        .collect();
+    let rm: Vec<f64> = raw.iter().map(|r| r.iter().sum::<f64>() / 3.0).collect();
+    let cm: Vec<f64> = (0..3)
+        .map(|j| raw.iter().map(|r| r[j]).sum::<f64>() / 4.0)
+        .collect();
+    let gm = rm.iter().sum::<f64>() / 4.0;
+    let mut rows = Vec::new();
+    for seed in 1..=8u64 {
+        let s = 3.0 * n.sample(&mut rng);
+        for (i, norm) in norms.iter().enumerate() {
+            for (j, gate) in gates.iter().enumerate() {
+                let inter = raw[i][j] - rm[i] - cm[j] + gm;
+                let gene: Gene = format!("dot+{norm}+{gate}+learned").parse().unwrap();
+                let v = 100.0 + s + inter + 0.2 * n.sample(&mut rng);
+                let mut r = row(gene, seed, Some(v));
+                r.stage = Stage::Ablate;
+                rows.push(r);
+            }
+        }
+    }
+    let a = report::analyse(&rows, report::Options::default());
+    let ab = a.ablation.as_ref().unwrap();
+    let p = |t: &evoattn::stats::anova::Table| {
+        t.terms
+            .iter()
+            .find(|x| x.term == "normalization:gating")
+            .unwrap()
+            .pvalue
+    };
+    let (blocked, unblocked) = (ab.blocked.as_ref().unwrap(), ab.unblocked.as_ref().unwrap());
+    assert!(p(blocked) < 0.01, "blocked: {blocked:?}");
+    assert!(p(unblocked) > 0.3, "unblocked: {unblocked:?}");
+    let (rm, _) = ab.rm.as_ref().unwrap();
+    let t = rm
+        .iter()
+        .find(|t| t.term == "normalization:gating")
+        .unwrap();
+    assert!(
+        t.pvalue < 0.01 && t.pvalue_gg < 0.05 && t.eps_gg <= 1.0,
+        "{t:?}"
+    );
 }
 
 /// Two genes × 5 trials × 2 seeds: the trial with lr 2e-3 is best for the baseline, the
@@ -270,10 +430,16 @@ fn tune_reports_best_trials_and_expected_best_curves() {
         let want = if g.gene == Gene::BASELINE { 2e-3 } else { 1e-3 };
         assert_eq!(g.trials[g.best].config.lr, want);
         assert!(
-            (g.curve[4].2 - 100.15).abs() < 1e-9,
+            (g.curve[4].without - 100.15).abs() < 1e-9,
             "all 5 of 5 trials: the best"
         );
-        assert!(g.curve[0].1 > g.curve[1].1 && g.curve[1].1 > g.curve[4].1);
+        assert!(g.curve[0].with > g.curve[1].with && g.curve[1].with > g.curve[4].with);
+        assert!(g.curve.iter().all(|c| c.p_all_failed == 0.0));
+        assert_eq!(g.band.len(), 5);
+        assert!(g
+            .band
+            .iter()
+            .all(|b| b.low <= b.estimate && b.estimate <= b.high));
     }
     // The leaderboard is each gene's best trial, and the report says it is optimistic.
     assert!(a
@@ -287,6 +453,12 @@ fn tune_reports_best_trials_and_expected_best_curves() {
         "{md}"
     );
     assert!(md.contains("lr 0.002 · warmup"), "{md}");
+    // Same trial configurations: the other gene against the baseline, configuration by
+    // configuration: better in the 2 trials nearer its own optimum, worse in 3.
+    let v = &t.versus[0];
+    assert_eq!((v.configs, v.better, v.worse), (5, 2, 3));
+    assert!(md.contains("better in") && md.contains("of 5"), "{md}");
+    assert!(!a.verdicts && a.comparisons.is_empty());
 }
 
 #[test]

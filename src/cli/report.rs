@@ -20,6 +20,16 @@ pub struct ReportArgs {
     /// equal budget (best fitness so far against runs trained).
     #[arg(long, value_name = "STORE_DIR")]
     pub compare_search: Option<PathBuf>,
+    /// Another study's store folder sharing genes and seeds with this one (e.g. an untuned
+    /// replication): adds the seed-paired difference-in-differences of each gene's edge.
+    #[arg(long, value_name = "STORE_DIR")]
+    pub contrast: Option<PathBuf>,
+    /// The margin δ in ppl (default: the study's `[analysis] margin`, else 1).
+    #[arg(long)]
+    pub margin: Option<f64>,
+    /// The family-wise level (default: the study's `[analysis] alpha`, else 0.05).
+    #[arg(long)]
+    pub alpha: Option<f64>,
 }
 
 /// Runs `evoattn report`.
@@ -30,8 +40,16 @@ pub fn run(a: &ReportArgs) -> Result<()> {
     } else {
         a.target.clone()
     };
-    let out =
-        evoattn::report::write_for_store(&dir, a.out.as_deref(), a.compare_search.as_deref())?;
+    let out = evoattn::report::write_for_store(
+        &dir,
+        &evoattn::report::Request {
+            out: a.out.clone(),
+            compare_search: a.compare_search.clone(),
+            contrast: a.contrast.clone(),
+            margin: a.margin,
+            alpha: a.alpha,
+        },
+    )?;
     eprintln!(
         "report: {} (and {})",
         out.display(),

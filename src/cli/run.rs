@@ -137,7 +137,7 @@ pub fn run(a: &RunArgs, threads_per_job: usize, jobs: usize) -> Result<()> {
         start.elapsed().as_secs_f64()
     );
     if driven.complete {
-        let out = evoattn::report::write_for_store(&exec.store.dir, None, None)?;
+        let out = evoattn::report::write_for_store(&exec.store.dir, &Default::default())?;
         eprintln!("report: {}", out.display());
     } else {
         eprintln!(

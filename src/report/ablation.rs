@@ -1,14 +1,54 @@
-//! The ablation section: a factorial over gene components. Two-way ANOVA (type II) with
-//! interaction, marginal means with confidence intervals, Kruskal–Wallis per factor and
-//! Holm-corrected seed-paired comparisons between the levels of each factor.
+//! The ablation section: a factorial over gene components in which every cell trains on
+//! the same seeds, analysed as it was run — with seed as a block.
+//!
+//! - ANOVA, type II, `y ~ C(seed) + C(A)*C(B)(*C(C))` (statsmodels `anova_lm(typ=2)`), one
+//!   to three factors; the unblocked fit is shown beside it for comparison.
+//! - The repeated-measures ANOVA (statsmodels `AnovaRM`, subject = seed) with the
+//!   Greenhouse–Geisser ε and corrected p, over the seeds on which every cell finished.
+//! - Marginal means with intervals over seeds: per seed, the level's mean over the other
+//!   factors' cells; the t interval of those per-seed means (so the interval carries the
+//!   seed-to-seed variance, on n_seeds − 1 df).
+//! - Level comparisons: contrasts of estimated marginal means on the blocked fit (its
+//!   residual error and df, as statsmodels OLS `t_test`), Holm within each factor.
+//! - A blocked rank test per factor on the per-seed level means: Friedman (three levels or
+//!   more) or Wilcoxon (two); a diverged cell makes its level rank worst on that seed.
 
+use super::analysis::Options;
 use super::plots::{LineChart, Mark, Series};
 use super::{f2, pfmt};
 use crate::gene::Component;
 use crate::record::{RunRow, Stage};
-use crate::stats::{self, anova2, kgroups, multitest, ttest, Alternative};
+use crate::stats::anova::{self, Factor as AFactor, Table};
+use crate::stats::anova_rm::{anova_rm, RmTerm};
+use crate::stats::{self, kgroups, multitest, rank, Alternative};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+
+/// A level's marginal mean.
+#[derive(Debug, Clone)]
+pub struct Marginal {
+    /// Mean over its finished runs.
+    pub mean: f64,
+    /// Finished runs.
+    pub runs: usize,
+    /// Seeds whose every cell of this level finished (the interval's n).
+    pub seeds: usize,
+    /// t interval (95 %) of the per-seed level means.
+    pub ci: stats::Interval,
+}
+
+/// A blocked rank test of one factor over seeds.
+#[derive(Debug, Clone)]
+pub struct RankTest {
+    /// `Friedman` or `Wilcoxon`.
+    pub name: &'static str,
+    /// Statistic.
+    pub statistic: f64,
+    /// p-value.
+    pub pvalue: f64,
+    /// Seeds (blocks).
+    pub seeds: usize,
+}
 
 /// One factor (a gene component with at least two levels among the runs).
 #[derive(Debug, Clone)]
@@ -19,29 +59,31 @@ pub struct Factor {
     pub name: String,
     /// Levels in order of first appearance (the study file's order).
     pub levels: Vec<String>,
-    /// Marginal mean, n and 95 % interval per level (finished runs).
-    pub marginal: Vec<(f64, usize, stats::Interval)>,
-    /// Kruskal–Wallis over the levels (diverged runs rank worst).
-    pub kruskal: kgroups::KTest,
-    /// Seed-paired comparisons of its levels, Holm-adjusted within the factor.
+    /// Marginal mean per level.
+    pub marginal: Vec<Marginal>,
+    /// Rank test over seeds.
+    pub rank: Option<RankTest>,
+    /// Contrasts of its levels on the blocked fit, Holm-adjusted within the factor.
     pub pairs: Vec<LevelPair>,
 }
 
-/// Levels `a` and `b` of a factor compared over the seeds both have.
+/// Levels `a` and `b` of a factor: a contrast of estimated marginal means on the blocked fit.
 #[derive(Debug, Clone)]
 pub struct LevelPair {
-    /// Level indices.
+    /// Level index (the x of x − y).
     pub a: usize,
-    /// Level indices.
+    /// Level index.
     pub b: usize,
-    /// Mean difference a − b of the per-seed level means.
+    /// EMM(a) − EMM(b).
     pub diff: f64,
-    /// Paired t-test p-value.
+    /// Its standard error from the blocked fit.
+    pub se: f64,
+    /// The fit's residual df.
+    pub df: f64,
+    /// Two-sided p-value.
     pub pvalue: f64,
-    /// Holm-adjusted p-value.
+    /// Holm-adjusted within the factor.
     pub pvalue_holm: f64,
-    /// Seeds compared.
-    pub seeds: usize,
 }
 
 /// The ablation analysis.
@@ -49,16 +91,19 @@ pub struct LevelPair {
 pub struct AblationAnalysis {
     /// Factors in gene-component order.
     pub factors: Vec<Factor>,
-    /// Two-way ANOVA table (exactly two factors), or a one-way table (one factor).
-    pub anova: Vec<anova2::Term>,
-    /// Cell statistics (factor 0 level, factor 1 level) → (mean, sd, n finished, n runs).
+    /// ANOVA with seed as a block (None when it cannot be fitted, with the reason).
+    pub blocked: Result<Table, String>,
+    /// ANOVA without the block, for comparison.
+    pub unblocked: Result<Table, String>,
+    /// Repeated-measures ANOVA over the seeds on which every cell finished, and how many.
+    pub rm: Result<(Vec<RmTerm>, usize), String>,
+    /// Cell statistics (factor 0 level, factor 1 level; averaged over a third factor) →
+    /// (mean, sd, n finished, n runs).
     pub cells: BTreeMap<(usize, usize), (f64, f64, usize, usize)>,
-    /// Diverged runs (left out of means and the ANOVA, worst in Kruskal–Wallis).
+    /// Diverged runs (left out of means and the ANOVA).
     pub diverged: usize,
-    /// Residual mean square used for the marginal intervals.
-    pub mse: f64,
-    /// Its degrees of freedom.
-    pub df_resid: f64,
+    /// Distinct seeds.
+    pub seeds: usize,
 }
 
 fn appearance(rows: &[&RunRow], comp: Component) -> Vec<String> {
@@ -73,112 +118,135 @@ fn appearance(rows: &[&RunRow], comp: Component) -> Vec<String> {
 }
 
 /// The ablation analysis of the `ablate` rows (`None` without them or without a factor).
-pub fn analyse(rows: &[RunRow]) -> Option<AblationAnalysis> {
+pub fn analyse(rows: &[RunRow], opts: &Options) -> Option<AblationAnalysis> {
     let ab: Vec<&RunRow> = rows.iter().filter(|r| r.stage == Stage::Ablate).collect();
     if ab.is_empty() {
         return None;
     }
-    let names: Vec<Component> = Component::ALL
+    let comps: Vec<Component> = Component::ALL
         .into_iter()
         .filter(|&c| appearance(&ab, c).len() > 1)
         .collect();
-    if names.is_empty() {
+    if comps.is_empty() {
         return None;
     }
-    let fin: Vec<&&RunRow> = ab.iter().filter(|r| r.val_ppl.is_some()).collect();
-    let y: Vec<f64> = fin.iter().filter_map(|r| r.val_ppl).collect();
     let level_of = |r: &RunRow, c: Component| r.gene.get(c).to_string();
-    let (anova, mse, df_resid) = if names.len() == 2 {
-        let a: Vec<String> = fin.iter().map(|r| level_of(r, names[0])).collect();
-        let b: Vec<String> = fin.iter().map(|r| level_of(r, names[1])).collect();
-        match anova2::anova_two_way(&y, &a, &b, names[0].as_str(), names[1].as_str()) {
-            Ok(t) => {
-                let res = t.iter().find(|t| t.term == "residual").cloned();
-                let (mse, df) = res.map_or((f64::NAN, f64::NAN), |r| (r.ss / r.df, r.df));
-                (t, mse, df)
-            }
-            Err(_) => (vec![], f64::NAN, f64::NAN),
-        }
-    } else {
-        (vec![], f64::NAN, f64::NAN)
+    let fin: Vec<&RunRow> = ab.iter().copied().filter(|r| r.val_ppl.is_some()).collect();
+    let y: Vec<f64> = fin.iter().filter_map(|r| r.val_ppl).collect();
+    let cols: Vec<Vec<String>> = comps
+        .iter()
+        .map(|&c| fin.iter().map(|r| level_of(r, c)).collect())
+        .collect();
+    let seed_col: Vec<String> = fin.iter().map(|r| r.seed.to_string()).collect();
+    let afactors: Vec<AFactor> = comps
+        .iter()
+        .zip(&cols)
+        .map(|(c, v)| AFactor {
+            name: c.as_str(),
+            values: v,
+        })
+        .collect();
+    let block = AFactor {
+        name: "seed",
+        values: &seed_col,
+    };
+    let fit = anova::Fit::new(&y, &afactors, Some(block)).map_err(|e| e.to_string());
+    let blocked = fit.as_ref().map(|f| f.anova()).map_err(|e| e.clone());
+    let unblocked = anova::anova(&y, &afactors, None).map_err(|e| e.to_string());
+    let mut seeds: Vec<u64> = ab.iter().map(|r| r.seed).collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    // Repeated measures: the seeds on which every cell finished.
+    let n_cells = ab
+        .iter()
+        .map(|r| r.gene)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let complete: Vec<u64> = seeds
+        .iter()
+        .copied()
+        .filter(|s| fin.iter().filter(|r| r.seed == *s).count() == n_cells)
+        .collect();
+    let rm = {
+        let rs: Vec<&&RunRow> = fin.iter().filter(|r| complete.contains(&r.seed)).collect();
+        let y: Vec<f64> = rs.iter().filter_map(|r| r.val_ppl).collect();
+        let subj: Vec<String> = rs.iter().map(|r| r.seed.to_string()).collect();
+        let cols: Vec<Vec<String>> = comps
+            .iter()
+            .map(|&c| rs.iter().map(|r| level_of(r, c)).collect())
+            .collect();
+        let within: Vec<AFactor> = comps
+            .iter()
+            .zip(&cols)
+            .map(|(c, v)| AFactor {
+                name: c.as_str(),
+                values: v,
+            })
+            .collect();
+        anova_rm(&y, &subj, &within)
+            .map(|t| (t, complete.len()))
+            .map_err(|e| e.to_string())
     };
     let worst = y.iter().copied().fold(0.0f64, f64::max) * 1e3 + 1e6;
     let mut factors = Vec::new();
-    for &name in &names {
-        let levels = appearance(&ab, name);
-        let groups: Vec<Vec<&RunRow>> = levels
+    for &comp in &comps {
+        let levels = appearance(&ab, comp);
+        // Per seed and level: the mean over that level's cells (worst when one diverged).
+        let per_seed: Vec<BTreeMap<u64, (f64, bool)>> = levels
             .iter()
             .map(|l| {
-                ab.iter()
-                    .copied()
-                    .filter(|r| level_of(r, name) == *l)
-                    .collect()
-            })
-            .collect();
-        let marginal = groups
-            .iter()
-            .map(|g| {
-                let v: Vec<f64> = g.iter().filter_map(|r| r.val_ppl).collect();
-                let d = stats::describe(&v, 0.95);
-                let ci = if mse.is_finite() && !v.is_empty() {
-                    let h = stats::t_ppf(0.975, df_resid) * (mse / v.len() as f64).sqrt();
-                    stats::Interval {
-                        level: 0.95,
-                        low: d.mean - h,
-                        high: d.mean + h,
-                    }
-                } else {
-                    d.ci
-                };
-                (d.mean, v.len(), ci)
-            })
-            .collect();
-        let ranked: Vec<Vec<f64>> = groups
-            .iter()
-            .map(|g| g.iter().map(|r| r.val_ppl.unwrap_or(worst)).collect())
-            .collect();
-        let kruskal = kgroups::kruskal(&ranked);
-        // Per seed: the mean over the other factors' cells of each level.
-        let per_seed: Vec<BTreeMap<u64, f64>> = groups
-            .iter()
-            .map(|g| {
-                let mut m: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
-                for r in g {
-                    m.entry(r.seed)
-                        .or_default()
-                        .push(r.val_ppl.unwrap_or(f64::NAN));
+                let mut m: BTreeMap<u64, Vec<Option<f64>>> = BTreeMap::new();
+                for r in ab.iter().filter(|r| level_of(r, comp) == *l) {
+                    m.entry(r.seed).or_default().push(r.val_ppl);
                 }
                 m.into_iter()
-                    .filter(|(_, v)| v.iter().all(|x| x.is_finite()))
-                    .map(|(s, v)| (s, stats::mean(&v)))
+                    .map(|(s, v)| {
+                        let ok = v.iter().all(|x| x.is_some());
+                        let vals: Vec<f64> = v.iter().map(|x| x.unwrap_or(worst)).collect();
+                        (s, (stats::mean(&vals), ok))
+                    })
                     .collect()
             })
             .collect();
-        let mut pairs = Vec::new();
-        for i in 0..levels.len() {
-            for j in i + 1..levels.len() {
-                let (x, yy): (Vec<f64>, Vec<f64>) = per_seed[i]
+        let marginal = levels
+            .iter()
+            .zip(&per_seed)
+            .map(|(l, ps)| {
+                let v: Vec<f64> = fin
                     .iter()
-                    .filter_map(|(s, a)| per_seed[j].get(s).map(|b| (*a, *b)))
-                    .unzip();
-                let p = if x.len() >= 2 {
-                    ttest::paired(&x, &yy, Alternative::TwoSided).map_or(f64::NAN, |t| t.pvalue)
-                } else {
-                    f64::NAN
-                };
-                let d = stats::mean(&x) - stats::mean(&yy);
-                pairs.push(LevelPair {
-                    a: i,
-                    b: j,
-                    diff: d,
-                    pvalue: p,
-                    pvalue_holm: f64::NAN,
-                    seeds: x.len(),
-                });
+                    .filter(|r| level_of(r, comp) == *l)
+                    .filter_map(|r| r.val_ppl)
+                    .collect();
+                let means: Vec<f64> = ps.values().filter(|m| m.1).map(|m| m.0).collect();
+                Marginal {
+                    mean: stats::mean(&v),
+                    runs: v.len(),
+                    seeds: means.len(),
+                    ci: stats::describe(&means, 0.95).ci,
+                }
+            })
+            .collect();
+        let rank = rank_test(&per_seed);
+        let mut pairs = Vec::new();
+        if let Ok(fit) = &fit {
+            for i in 0..levels.len() {
+                for j in i + 1..levels.len() {
+                    if let Ok(c) = fit.contrast(comp.as_str(), &levels[i], &levels[j]) {
+                        pairs.push(LevelPair {
+                            a: i,
+                            b: j,
+                            diff: c.estimate,
+                            se: c.se,
+                            df: c.df,
+                            pvalue: c.pvalue,
+                            pvalue_holm: f64::NAN,
+                        });
+                    }
+                }
             }
         }
         let ps: Vec<f64> = pairs.iter().map(|p| p.pvalue).collect();
-        if ps.iter().all(|p| p.is_finite()) && !ps.is_empty() {
+        if !ps.is_empty() && ps.iter().all(|p| p.is_finite()) {
             if let Ok(adj) = multitest::adjust(&ps, multitest::Method::Holm) {
                 for (p, q) in pairs.iter_mut().zip(adj) {
                     p.pvalue_holm = q;
@@ -186,14 +254,15 @@ pub fn analyse(rows: &[RunRow]) -> Option<AblationAnalysis> {
             }
         }
         factors.push(Factor {
-            component: name,
-            name: name.to_string(),
+            component: comp,
+            name: comp.to_string(),
             levels,
             marginal,
-            kruskal,
+            rank,
             pairs,
         });
     }
+    let _ = opts;
     let mut cells = BTreeMap::new();
     let f0 = &factors[0];
     let f1 = factors.get(1);
@@ -215,39 +284,82 @@ pub fn analyse(rows: &[RunRow]) -> Option<AblationAnalysis> {
     Some(AblationAnalysis {
         diverged: ab.len() - fin.len(),
         factors,
-        anova,
+        blocked,
+        unblocked,
+        rm,
         cells,
-        mse,
-        df_resid,
+        seeds: seeds.len(),
     })
+}
+
+/// Friedman (three levels or more) or Wilcoxon (two) over the seeds every level has.
+fn rank_test(per_seed: &[BTreeMap<u64, (f64, bool)>]) -> Option<RankTest> {
+    let common: Vec<u64> = per_seed
+        .first()?
+        .keys()
+        .copied()
+        .filter(|s| per_seed.iter().all(|m| m.contains_key(s)))
+        .collect();
+    if common.len() < 2 {
+        return None;
+    }
+    let groups: Vec<Vec<f64>> = per_seed
+        .iter()
+        .map(|m| common.iter().map(|s| m[s].0).collect())
+        .collect();
+    if groups.len() == 2 {
+        let w = rank::wilcoxon(&groups[0], &groups[1], Alternative::TwoSided).ok()?;
+        Some(RankTest {
+            name: "Wilcoxon",
+            statistic: w.statistic,
+            pvalue: w.pvalue,
+            seeds: common.len(),
+        })
+    } else {
+        let f = kgroups::friedman(&groups).ok()?;
+        Some(RankTest {
+            name: "Friedman",
+            statistic: f.statistic,
+            pvalue: f.pvalue,
+            seeds: common.len(),
+        })
+    }
+}
+
+/// ` × `-joined term names.
+fn term_name(t: &str) -> String {
+    t.replace(':', " × ")
 }
 
 /// Plain-words summary lines for the verdict.
 pub fn verdict(a: &AblationAnalysis, alpha: f64) -> Vec<String> {
     let mut out = Vec::new();
-    for t in a.anova.iter().filter(|t| t.term != "residual") {
-        let (f, p) = (t.f.unwrap_or(f64::NAN), t.pvalue.unwrap_or(f64::NAN));
-        let term = t.term.replace(':', " × ");
-        out.push(format!(
-            "{}: F({}, {}) = {}, p = {} — {}.",
-            term,
-            t.df,
-            a.df_resid,
-            f2(f),
-            pfmt(p),
-            if p <= alpha {
-                "a detectable effect"
-            } else {
-                "no detectable effect"
+    match &a.blocked {
+        Ok(t) => {
+            for term in t.terms.iter().filter(|t| t.term != "seed") {
+                out.push(format!(
+                    "{}: F({}, {}) = {}, p = {} (seed as a block) — {}.",
+                    term_name(&term.term),
+                    term.df,
+                    t.residual.df,
+                    f2(term.f),
+                    pfmt(term.pvalue),
+                    if term.pvalue <= alpha {
+                        "a detectable effect"
+                    } else {
+                        "no detectable effect"
+                    }
+                ));
             }
-        ));
+        }
+        Err(e) => out.push(format!("No blocked ANOVA: {e}.")),
     }
     for f in &a.factors {
         let best = f
             .marginal
             .iter()
             .enumerate()
-            .min_by(|x, y| x.1 .0.total_cmp(&y.1 .0))
+            .min_by(|x, y| x.1.mean.total_cmp(&y.1.mean))
             .map(|(i, _)| i)
             .unwrap_or(0);
         let sig: Vec<String> = f
@@ -260,7 +372,7 @@ pub fn verdict(a: &AblationAnalysis, alpha: f64) -> Vec<String> {
             "Best {} on average: `{}` ({} ppl); Holm-significantly better than {}.",
             f.name,
             f.levels[best],
-            f2(f.marginal[best].0),
+            f2(f.marginal[best].mean),
             if sig.is_empty() {
                 "no other level".to_string()
             } else {
@@ -274,6 +386,27 @@ pub fn verdict(a: &AblationAnalysis, alpha: f64) -> Vec<String> {
     out
 }
 
+fn anova_table(s: &mut String, t: &Table) {
+    let _ = writeln!(s, "| term | SS | df | F | p |\n|---|---:|---:|---:|---:|");
+    for term in &t.terms {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} |",
+            term_name(&term.term),
+            f2(term.sum_sq),
+            term.df,
+            f2(term.f),
+            pfmt(term.pvalue)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "| residual | {} | {} | | |",
+        f2(t.residual.sum_sq),
+        t.residual.df
+    );
+}
+
 /// The Markdown section.
 pub fn markdown(a: &AblationAnalysis, alpha: f64, plot: Option<&str>) -> String {
     let mut s = String::new();
@@ -282,8 +415,14 @@ pub fn markdown(a: &AblationAnalysis, alpha: f64, plot: Option<&str>) -> String 
     if let Some(f1) = a.factors.get(1) {
         let _ = writeln!(
             s,
-            "Cell means of validation ppl (mean ± sd, finished/total runs); rows: {}, columns: {}.\n",
-            f0.name, f1.name
+            "Cell means of validation ppl (mean ± sd, finished/total runs); rows: {}, columns: {}{}.\n",
+            f0.name,
+            f1.name,
+            if a.factors.len() > 2 {
+                format!(", averaged over {}", a.factors[2].name)
+            } else {
+                String::new()
+            }
         );
         let _ = write!(s, "| {} \\ {} |", f0.name, f1.name);
         for l in &f1.levels {
@@ -303,29 +442,55 @@ pub fn markdown(a: &AblationAnalysis, alpha: f64, plot: Option<&str>) -> String 
             let _ = writeln!(s);
         }
     }
-    if a.factors.len() > 2 {
-        let _ = writeln!(
-            s,
-            "{} factors: the ANOVA here handles two; marginal means and per-factor tests follow.\n",
-            a.factors.len()
-        );
-    }
-    if !a.anova.is_empty() {
-        let _ = writeln!(
-            s,
-            "\nTwo-way ANOVA with interaction, type II sums of squares (as statsmodels `anova_lm(typ=2)`), finished runs only:\n\n| term | SS | df | F | p |\n|---|---:|---:|---:|---:|"
-        );
-        for t in &a.anova {
+    let names: Vec<&str> = a.factors.iter().map(|f| f.name.as_str()).collect();
+    let formula = names
+        .iter()
+        .map(|n| format!("C({n})"))
+        .collect::<Vec<_>>()
+        .join("*");
+    match &a.blocked {
+        Ok(t) => {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} |",
-                t.term.replace(':', " × "),
-                f2(t.ss),
-                t.df,
-                t.f.map_or("".into(), f2),
-                t.pvalue.map_or("".into(), pfmt)
+                "\nEvery cell trained on the same {} seeds, so seed is a block. ANOVA of validation ppl, type II sums of squares, `y ~ C(seed) + {formula}` (as statsmodels `anova_lm(typ=2)`), finished runs only:\n",
+                a.seeds
             );
+            anova_table(&mut s, t);
         }
+        Err(e) => {
+            let _ = writeln!(s, "\nNo blocked ANOVA: {e}.");
+        }
+    }
+    match &a.rm {
+        Ok((terms, n)) => {
+            let _ = writeln!(
+                s,
+                "\nRepeated-measures ANOVA (statsmodels `AnovaRM`, subject = seed, over the {n} seeds on which every cell finished), with the Greenhouse–Geisser ε and corrected p:\n\n| term | F | df | GG ε | p | GG p |\n|---|---:|---:|---:|---:|---:|"
+            );
+            for t in terms {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {}, {} | {} | {} | {} |",
+                    term_name(&t.term),
+                    f2(t.f),
+                    t.num_df,
+                    t.den_df,
+                    f2(t.eps_gg),
+                    pfmt(t.pvalue),
+                    pfmt(t.pvalue_gg)
+                );
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(s, "\nNo repeated-measures ANOVA: {e}.");
+        }
+    }
+    if let Ok(t) = &a.unblocked {
+        let _ = writeln!(
+            s,
+            "\nFor comparison, the same ANOVA without the seed block (`y ~ {formula}`), which leaves the seed-to-seed variance in the residual:\n"
+        );
+        anova_table(&mut s, t);
     }
     if let Some(p) = plot {
         let _ = writeln!(s, "\n![Interaction plot]({p})");
@@ -333,39 +498,44 @@ pub fn markdown(a: &AblationAnalysis, alpha: f64, plot: Option<&str>) -> String 
     for f in &a.factors {
         let _ = writeln!(
             s,
-            "\n### {}\n\nMarginal means (95 % CI{}); Kruskal–Wallis over the levels: H({}) = {}, p = {}.\n\n| level | runs | mean val ppl | 95 % CI |\n|---|---:|---:|---:|",
+            "\n### {}\n\nMarginal means over finished runs; the 95 % interval is the t interval over seeds of each seed's mean of the level's cells (seeds on which all of them finished), so it includes the seed-to-seed variance.{}\n\n| level | runs | mean val ppl | seeds | 95 % CI |\n|---|---:|---:|---:|---:|",
             f.name,
-            if a.mse.is_finite() {
-                ", from the ANOVA's residual mean square"
-            } else {
-                ", t interval per level"
-            },
-            f.kruskal.df_between,
-            f2(f.kruskal.statistic),
-            pfmt(f.kruskal.pvalue)
+            match &f.rank {
+                Some(r) => format!(
+                    " {} test over {} seeds (per-seed level means; a diverged cell ranks its level worst): statistic {}, p = {}.",
+                    r.name,
+                    r.seeds,
+                    f2(r.statistic),
+                    pfmt(r.pvalue)
+                ),
+                None => String::new(),
+            }
         );
-        for (l, (m, n, ci)) in f.levels.iter().zip(&f.marginal) {
+        for (l, m) in f.levels.iter().zip(&f.marginal) {
             let _ = writeln!(
                 s,
-                "| `{l}` | {n} | {} | {} – {} |",
-                f2(*m),
-                f2(ci.low),
-                f2(ci.high)
+                "| `{l}` | {} | {} | {} | {} – {} |",
+                m.runs,
+                f2(m.mean),
+                m.seeds,
+                f2(m.ci.low),
+                f2(m.ci.high)
             );
         }
         let _ = writeln!(
             s,
-            "\nSeed-paired comparisons (per seed, each level's mean over the other factor's cells; paired t-test; Holm over the {} pairs of this factor):\n\n| level | level | diff (ppl) | seeds | p | Holm p | differ |\n|---|---|---:|---:|---:|---:|---|",
+            "\nContrasts of estimated marginal means on the blocked fit (its residual error and df, as statsmodels OLS `t_test`; Holm over the {} pairs of this factor):\n\n| level | level | diff (ppl) | se | df | p | Holm p | differ |\n|---|---|---:|---:|---:|---:|---:|---|",
             f.pairs.len()
         );
         for p in &f.pairs {
             let _ = writeln!(
                 s,
-                "| `{}` | `{}` | {} | {} | {} | {} | {} |",
+                "| `{}` | `{}` | {} | {} | {} | {} | {} | {} |",
                 f.levels[p.a],
                 f.levels[p.b],
                 f2(p.diff),
-                p.seeds,
+                f2(p.se),
+                p.df,
                 pfmt(p.pvalue),
                 pfmt(p.pvalue_holm),
                 if p.pvalue_holm <= alpha { "yes" } else { "no" }
@@ -375,7 +545,7 @@ pub fn markdown(a: &AblationAnalysis, alpha: f64, plot: Option<&str>) -> String 
     if a.diverged > 0 {
         let _ = writeln!(
             s,
-            "\n{} run(s) diverged: left out of means, the ANOVA and the paired comparisons (a seed with a diverged cell drops out of that level's pairs); ranked worst in Kruskal–Wallis.",
+            "\n{} run(s) diverged: left out of means and the ANOVAs (the repeated-measures ANOVA drops their seeds); their level ranks worst on that seed in the rank tests.",
             a.diverged
         );
     }

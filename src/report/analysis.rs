@@ -1,17 +1,38 @@
-//! The analysis of a study's runs: the leaderboard, each gene against the baseline, the
-//! k-gene Friedman test, the noise, and the kind's own section (tune, ablation).
+//! The analysis of a study's runs: the leaderboard, each gene against the baseline with
+//! margin-based verdicts, the k-gene Friedman test, the noise and the selection, and the
+//! kind's own section (tune, ablation).
+//!
+//! **Verdicts.** Each gene is compared with the baseline on the seeds they share (paired t
+//! on the differences) or, without shared seeds, by Welch's test. Four p-values, each
+//! Holm-adjusted over the genes compared: the two-sided difference test, the minimum-effect
+//! tests "better by more than δ" (H0: Δ ≥ −δ) and "worse by more than δ" (H0: Δ ≤ δ), and
+//! TOST equivalence within ±δ. The verdict ([`Verdict`]) takes them in this order: better
+//! by ≥ δ, worse by ≥ δ, better (within the margin when also equivalent), worse (idem),
+//! equivalent, inconclusive. Power is planned for the design as run (one-sample power on
+//! the paired differences, two-sample power otherwise) at the observed sd — never at the
+//! observed effect.
 
 use super::{ablation, tune};
 use crate::gene::Gene;
 use crate::record::{RunRow, Stage};
-use crate::stats::{self, aso, effect, power, rank, resample, ttest, Alternative};
+use crate::stats::margin::{self, MarginP, MarginTest};
+use crate::stats::{self, aso, effect, exact, power, rank, resample, Alternative, Interval};
 use std::collections::BTreeMap;
 
+pub use crate::stats::margin::Verdict;
+
+/// Runs per arm below which the bootstrap, ASO and rank tests are not trusted.
+pub const SMALL_SAMPLE: usize = 5;
+/// Runs per arm from which the BCa interval is shown beside the t interval.
+pub const BCA_FROM: usize = 10;
+/// Power that the planning figures aim at.
+pub const TARGET_POWER: f64 = 0.8;
+
 /// Choices of the analysis.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Options {
-    /// Smallest difference (ppl) that counts as better or worse.
-    pub threshold: f64,
+    /// The margin δ (ppl): differences smaller than this do not matter in practice.
+    pub margin: f64,
     /// Family-wise level (Holm).
     pub alpha: f64,
     /// Bootstrap resamples.
@@ -23,7 +44,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            threshold: 1.0,
+            margin: 1.0,
             alpha: 0.05,
             resamples: resample::DEFAULT_RESAMPLES,
             seed: 0,
@@ -50,26 +71,13 @@ pub struct Line {
     pub tokens_per_s: f64,
 }
 
-/// What a comparison concluded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Significantly lower ppl (after Holm) by at least the threshold.
-    Better,
-    /// Significantly higher ppl by at least the threshold.
-    Worse,
-    /// Neither.
-    NoDifference,
-}
-
-impl Verdict {
-    /// Words for tables.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Better => "better",
-            Verdict::Worse => "worse",
-            Verdict::NoDifference => "no detectable difference",
-        }
-    }
+/// ASO, or why it is not reported.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AsoResult {
+    /// ε_min for "the gene is better than the baseline".
+    Defined(f64),
+    /// Not reported, with the reason.
+    Undefined(&'static str),
 }
 
 /// A gene against the baseline (differences are gene − baseline; lower is better).
@@ -77,35 +85,74 @@ impl Verdict {
 pub struct Comparison {
     /// Gene.
     pub gene: Gene,
-    /// Runs of the gene and of the baseline that finished.
+    /// Finished runs of the gene in the comparison (pairs when paired).
     pub n: usize,
-    /// Baseline runs that finished.
+    /// Finished baseline runs in the comparison.
     pub n_baseline: usize,
     /// Whether the runs share seeds (then tests are paired, over shared finished seeds).
     pub paired: bool,
     /// Mean difference of validation ppl.
     pub diff: f64,
-    /// BCa bootstrap interval of the difference.
-    pub ci: resample::BootstrapCi,
     /// `paired t` or `welch`.
     pub test: &'static str,
-    /// Its two-sided p-value.
-    pub pvalue: f64,
-    /// Holm-adjusted over all genes compared.
-    pub pvalue_holm: f64,
+    /// The margin tests, unadjusted.
+    pub tests: MarginTest,
+    /// Their p-values Holm-adjusted over the genes compared (each kind separately).
+    pub adjusted: MarginP,
+    /// The verdict's interval: the t interval of the test that made it (1 − 2α for the
+    /// one-sided margin tests and TOST, 1 − α otherwise).
+    pub ci: Interval,
+    /// BCa bootstrap interval of the difference (from [`BCA_FROM`] runs per arm).
+    pub bca: Option<resample::BootstrapCi>,
     /// Wilcoxon (paired) or Mann–Whitney two-sided p-value; diverged runs count as worse
     /// than every finished run.
     pub pvalue_rank: f64,
+    /// The smallest two-sided p-value that rank test can reach with these sample sizes.
+    pub rank_min_p: f64,
     /// Hedges' g.
     pub hedges_g: f64,
     /// A12 = P(gene ppl > baseline ppl) + ½ P(=): below ½ favours the gene.
     pub a12: f64,
-    /// ASO ε_min for "gene is better than the baseline".
-    pub aso_epsilon_min: f64,
+    /// ASO for "the gene is better than the baseline".
+    pub aso: AsoResult,
     /// Verdict.
     pub verdict: Verdict,
-    /// Seeds per arm for 80 % power at the observed standardized effect (inconclusive only).
-    pub seeds_for_80: Option<u64>,
+    /// The sd power is planned with: of the paired differences, or the pooled sd.
+    pub sd: f64,
+    /// Smallest difference (ppl) the two-sided test detects with 80 % power at this n.
+    pub mde_80: f64,
+    /// Seeds (pairs, or runs per arm) for 80 % power to detect a difference of δ.
+    pub seeds_for_margin_80: Option<u64>,
+    /// Seeds for 80 % power that TOST shows equivalence within ±δ when the true
+    /// difference is 0.
+    pub seeds_for_equivalence_80: Option<u64>,
+}
+
+impl Comparison {
+    /// The two-sided p-value (unadjusted).
+    pub fn pvalue(&self) -> f64 {
+        self.tests.p_diff
+    }
+    /// The two-sided p-value, Holm-adjusted.
+    pub fn pvalue_holm(&self) -> f64 {
+        self.adjusted.diff
+    }
+}
+
+/// What the winner's curse and the shrinkage of the selected genes say.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// Distinct genes the search evaluated.
+    pub genes: usize,
+    /// The gene × seed interaction sd the curse is computed with, and where it came from.
+    pub sd: f64,
+    /// `replicate stage` or `search stage`, or `pooled seed sd` when no shared seeds.
+    pub sd_from: &'static str,
+    /// Expected inflation of the best of `genes` equal genes at `sd`.
+    pub curse: f64,
+    /// Per replicated gene: its search-stage fitness, its fresh-seed mean, and the
+    /// shrinkage (fresh − search).
+    pub shrinkage: Vec<(Gene, f64, f64, f64)>,
 }
 
 /// Everything a report says.
@@ -113,16 +160,21 @@ pub struct Comparison {
 pub struct Analysis {
     /// Which rows were analysed (`replicate` stage, or all).
     pub scope: String,
+    /// Whether genes are compared with verdicts (not in tune studies, whose best trials
+    /// were selected on the very runs that would be tested).
+    pub verdicts: bool,
     /// Leaderboard, best mean validation ppl first.
     pub lines: Vec<Line>,
-    /// Comparisons with the baseline (empty when it is absent).
+    /// Comparisons with the baseline (empty when it is absent or there are no verdicts).
     pub comparisons: Vec<Comparison>,
     /// Genes vs seeds.
     pub noise: stats::noise::VarianceShare,
     /// Pooled within-gene (seed) sd of validation ppl.
     pub seed_sd: f64,
-    /// Distinct genes the search evaluated, and the winner's curse at `seed_sd`.
-    pub search: Option<(usize, f64)>,
+    /// The gene × seed interaction sd over the analysed genes' shared seeds.
+    pub interaction_sd: Option<f64>,
+    /// The search and its winner's curse (studies with a search stage).
+    pub selection: Option<Selection>,
     /// Friedman over genes × shared seeds (diverged runs rank worst) with Conover's
     /// post-hoc, when at least 3 genes share one seed list.
     pub friedman: Option<(stats::kgroups::KTest, Vec<stats::kgroups::PairP>, Vec<Gene>)>,
@@ -148,17 +200,18 @@ pub fn analyse(rows: &[RunRow], opts: Options) -> Analysis {
         .iter()
         .filter(|r| r.stage == Stage::Replicate)
         .collect();
-    let tuning = tune::analyse(rows);
-    let ablation = ablation::analyse(rows);
-    let (scope, scoped): (String, Vec<&RunRow>) = if !replicate.is_empty() {
-        ("the replicate stage".into(), replicate)
+    let tuning = tune::analyse(rows, &opts);
+    let ablation = ablation::analyse(rows, &opts);
+    let (scope, scoped, verdicts): (String, Vec<&RunRow>, bool) = if !replicate.is_empty() {
+        ("the replicate stage".into(), replicate, true)
     } else if let Some(t) = &tuning {
         (
             "each gene's best tune trial (chosen on these very runs, so optimistic)".into(),
             tune::best_rows(rows, t),
+            false,
         )
     } else {
-        ("all runs".into(), rows.iter().collect())
+        ("all runs".into(), rows.iter().collect(), true)
     };
     let unit_ids = scoped.iter().map(|r| r.unit_id.clone()).collect();
     let mut per_gene_config: Vec<(Gene, crate::train::TrainConfig)> = Vec::new();
@@ -199,60 +252,153 @@ pub fn analyse(rows: &[RunRow], opts: Options) -> Analysis {
     });
 
     let mut comparisons = Vec::new();
-    if let Some(base) = by_gene.get(&Gene::BASELINE.index()) {
+    if let (Some(base), true) = (by_gene.get(&Gene::BASELINE.index()), verdicts) {
         for (idx, rs) in &by_gene {
-            if *idx == Gene::BASELINE.index() {
-                continue;
-            }
-            comparisons.push(compare_one(rs, base, &opts));
-        }
-        let ps: Vec<f64> = comparisons.iter().map(|c| c.pvalue).collect();
-        if !ps.is_empty() && ps.iter().all(|p| p.is_finite()) {
-            if let Ok(adj) = stats::multitest::adjust(&ps, stats::multitest::Method::Holm) {
-                for (c, q) in comparisons.iter_mut().zip(adj) {
-                    c.pvalue_holm = q;
-                }
+            if *idx != Gene::BASELINE.index() {
+                comparisons.push(compare_one(rs, base, &opts));
             }
         }
-        for c in &mut comparisons {
-            c.verdict = if c.pvalue_holm <= opts.alpha && c.diff <= -opts.threshold {
-                Verdict::Better
-            } else if c.pvalue_holm <= opts.alpha && c.diff >= opts.threshold {
-                Verdict::Worse
-            } else {
-                Verdict::NoDifference
-            };
-            if c.verdict != Verdict::NoDifference {
-                c.seeds_for_80 = None;
-            }
+        let family: Vec<MarginP> = comparisons.iter().map(|c| c.tests.pvalues()).collect();
+        for (c, adj) in comparisons.iter_mut().zip(margin::holm(&family)) {
+            c.adjusted = adj;
+            c.verdict = margin::verdict(&adj, c.diff, opts.alpha);
+            c.ci = verdict_interval(&c.tests, c.verdict, opts.alpha);
         }
     }
     let groups: Vec<Vec<f64>> = by_gene.values().map(|rs| finished(rs)).collect();
     let noise = stats::noise::variance_share(&groups);
-    let search: Vec<&RunRow> = rows.iter().filter(|r| r.stage == Stage::Search).collect();
-    let search = (!search.is_empty()).then(|| {
-        let mut genes: Vec<usize> = search.iter().map(|r| r.gene.index()).collect();
-        genes.sort_unstable();
-        genes.dedup();
-        (
-            genes.len(),
-            stats::noise::winners_curse(genes.len(), noise.ms_within.sqrt()),
-        )
-    });
+    let interaction_sd = shared_matrix(&by_gene)
+        .and_then(|m| stats::noise::interaction_sd(&m).ok())
+        .map(|i| i.sd)
+        .filter(|s| s.is_finite());
+    let selection = selection(rows, &scoped, interaction_sd, noise.ms_within.sqrt());
     let friedman = blocked_test(&by_gene);
     Analysis {
         scope,
+        verdicts,
         lines,
         comparisons,
         friedman,
         seed_sd: noise.ms_within.sqrt(),
+        interaction_sd,
         noise,
-        search,
+        selection,
         tune: tuning,
         ablation,
         unit_ids,
         per_gene_config,
         options: opts,
+    }
+}
+
+/// The genes × seeds matrix of finished runs over the seeds every gene finished (`None`
+/// with fewer than two genes or two such seeds).
+fn shared_matrix(by_gene: &BTreeMap<usize, Vec<&RunRow>>) -> Option<Vec<Vec<f64>>> {
+    if by_gene.len() < 2 {
+        return None;
+    }
+    let mut common: Option<std::collections::BTreeSet<u64>> = None;
+    for rs in by_gene.values() {
+        let s: std::collections::BTreeSet<u64> = rs
+            .iter()
+            .filter(|r| r.val_ppl.is_some())
+            .map(|r| r.seed)
+            .collect();
+        common = Some(match common {
+            None => s,
+            Some(c) => c.intersection(&s).copied().collect(),
+        });
+    }
+    let common = common?;
+    if common.len() < 2 {
+        return None;
+    }
+    Some(
+        by_gene
+            .values()
+            .map(|rs| {
+                common
+                    .iter()
+                    .filter_map(|s| rs.iter().find(|r| r.seed == *s).and_then(|r| r.val_ppl))
+                    .collect()
+            })
+            .collect(),
+    )
+}
+
+/// The winner's curse of the search stage and the shrinkage of the genes it selected.
+fn selection(
+    rows: &[RunRow],
+    scoped: &[&RunRow],
+    interaction_sd: Option<f64>,
+    pooled_sd: f64,
+) -> Option<Selection> {
+    let search: Vec<&RunRow> = rows.iter().filter(|r| r.stage == Stage::Search).collect();
+    if search.is_empty() {
+        return None;
+    }
+    let mut by_gene: BTreeMap<usize, Vec<&RunRow>> = BTreeMap::new();
+    for r in &search {
+        by_gene.entry(r.gene.index()).or_default().push(r);
+    }
+    // The search's own shared seeds, when it has at least two: its interaction sd.
+    let (sd, sd_from) = match (
+        interaction_sd.filter(|_| scoped.iter().all(|r| r.stage == Stage::Replicate)),
+        shared_matrix(&by_gene)
+            .and_then(|m| stats::noise::interaction_sd(&m).ok())
+            .map(|i| i.sd)
+            .filter(|s| s.is_finite()),
+    ) {
+        (Some(s), _) => (s, "the replicate stage's gene × seed interaction"),
+        (None, Some(s)) => (s, "the search stage's gene × seed interaction"),
+        (None, None) => (
+            pooled_sd,
+            "the pooled seed sd (no shared seeds to separate the gene × seed interaction)",
+        ),
+    };
+    let genes = by_gene.len();
+    let shrinkage = scoped
+        .iter()
+        .filter(|r| r.stage == Stage::Replicate)
+        .map(|r| r.gene)
+        .collect::<std::collections::BTreeSet<Gene>>()
+        .into_iter()
+        .filter_map(|g| {
+            let s: Vec<Option<f64>> = by_gene.get(&g.index())?.iter().map(|r| r.val_ppl).collect();
+            let fresh: Vec<f64> = scoped
+                .iter()
+                .filter(|r| r.gene == g)
+                .filter_map(|r| r.val_ppl)
+                .collect();
+            let (sf, ff) = (crate::search::fitness(&s), stats::mean(&fresh));
+            Some((g, sf, ff, ff - sf))
+        })
+        .collect();
+    Some(Selection {
+        genes,
+        sd,
+        sd_from,
+        curse: stats::noise::winners_curse(genes, sd),
+        shrinkage,
+    })
+}
+
+/// The t interval of the test that made `v`: 1 − 2α for the margin tests and TOST (their
+/// one-sided α bounds), 1 − α for the two-sided difference test.
+pub fn verdict_interval(t: &MarginTest, v: Verdict, alpha: f64) -> Interval {
+    let level = match v {
+        Verdict::BetterByMargin
+        | Verdict::WorseByMargin
+        | Verdict::Equivalent
+        | Verdict::BetterWithinMargin
+        | Verdict::WorseWithinMargin => 1.0 - 2.0 * alpha,
+        Verdict::Better | Verdict::Worse | Verdict::Inconclusive => 1.0 - alpha,
+    };
+    let h = stats::t_ppf(0.5 + level / 2.0, t.df) * t.se;
+    Interval {
+        level,
+        low: t.diff - h,
+        high: t.diff + h,
     }
 }
 
@@ -300,6 +446,11 @@ fn blocked_test(
     Some((f, post, genes))
 }
 
+/// Seeds for 80 % power, as a whole number (`None` when no n up to the solver's cap).
+fn ceil(n: Option<f64>) -> Option<u64> {
+    n.filter(|v| v.is_finite()).map(|v| v.ceil() as u64)
+}
+
 fn compare_one(rs: &[&RunRow], base: &[&RunRow], opts: &Options) -> Comparison {
     let seeds: Vec<u64> = rs.iter().map(|r| r.seed).collect();
     let base_seeds: Vec<u64> = base.iter().map(|r| r.seed).collect();
@@ -323,56 +474,129 @@ fn compare_one(rs: &[&RunRow], base: &[&RunRow], opts: &Options) -> Comparison {
             .map(|r| r.val_ppl.unwrap_or(worst * 1e3 + 1e6))
             .collect()
     };
-    let (test, pvalue, pvalue_rank) = if paired {
-        let t = ttest::paired(&x, &y, Alternative::TwoSided)
-            .map(|t| t.pvalue)
-            .unwrap_or(f64::NAN);
-        let w = rank::wilcoxon(&with_div(rs), &with_div(base), Alternative::TwoSided)
-            .map(|w| w.pvalue)
-            .unwrap_or(f64::NAN);
-        ("paired t", t, w)
-    } else {
-        let t = ttest::welch(&x, &y, Alternative::TwoSided).pvalue;
-        let m = rank::mann_whitney(&with_div(rs), &with_div(base), Alternative::TwoSided).pvalue;
-        ("welch", t, m)
-    };
     let design = if paired {
         resample::Design::Paired
     } else {
         resample::Design::Independent
     };
-    let ci = resample::bootstrap_ci(
-        &x,
-        &y,
-        design,
-        &resample::mean_diff,
-        resample::Spec {
-            method: resample::Method::Bca,
-            resamples: opts.resamples,
-            level: 1.0 - opts.alpha,
-            seed: opts.seed,
+    let level = 1.0 - opts.alpha;
+    let tests = margin::margin_test(&x, &y, design, opts.margin, level).unwrap_or(MarginTest {
+        margin: opts.margin,
+        diff: f64::NAN,
+        se: f64::NAN,
+        df: f64::NAN,
+        ci: Interval {
+            level,
+            low: f64::NAN,
+            high: f64::NAN,
         },
-    );
+        p_diff: f64::NAN,
+        p_better: f64::NAN,
+        p_worse: f64::NAN,
+        p_tost: f64::NAN,
+        p_tost_lower: f64::NAN,
+        p_tost_upper: f64::NAN,
+    });
+    let (test, pvalue_rank, rank_min_p) = if paired {
+        let w = rank::wilcoxon(&with_div(rs), &with_div(base), Alternative::TwoSided)
+            .map(|w| w.pvalue)
+            .unwrap_or(f64::NAN);
+        (
+            "paired t",
+            w,
+            exact::wilcoxon_min_p(rs.len(), Alternative::TwoSided),
+        )
+    } else {
+        let m = rank::mann_whitney(&with_div(rs), &with_div(base), Alternative::TwoSided).pvalue;
+        (
+            "welch",
+            m,
+            exact::mann_whitney_min_p(rs.len(), base.len(), Alternative::TwoSided),
+        )
+    };
+    let small = x.len().min(y.len()) < SMALL_SAMPLE;
+    let bca = (x.len().min(y.len()) >= BCA_FROM).then(|| {
+        resample::bootstrap_ci(
+            &x,
+            &y,
+            design,
+            &resample::mean_diff,
+            resample::Spec {
+                method: resample::Method::Bca,
+                resamples: opts.resamples,
+                level,
+                seed: opts.seed,
+            },
+        )
+    });
     let neg = |v: &[f64]| v.iter().map(|a| -a).collect::<Vec<_>>();
-    let d = effect::cohens_d(&x, &y);
-    let seeds_for_80 =
-        power::solve_n(d.abs(), 0.8, opts.alpha, Alternative::TwoSided).map(|n| n.ceil() as u64);
+    let aso = if small {
+        AsoResult::Undefined("fewer than 5 runs per arm")
+    } else {
+        let a = aso::aso(&neg(&x), &neg(&y), opts.alpha, 1000, 1000, opts.seed);
+        if !a.epsilon_min.is_finite() {
+            AsoResult::Undefined("the two samples' quantile functions coincide")
+        } else if a.spread == 0.0 {
+            AsoResult::Undefined("every bootstrap resample gives the same violation ratio")
+        } else {
+            AsoResult::Defined(a.epsilon_min)
+        }
+    };
+    // Power for the design as run, at the observed sd.
+    let alt = Alternative::TwoSided;
+    let (sd, mde, n_margin, n_equiv) = if paired {
+        let d: Vec<f64> = x.iter().zip(&y).map(|(a, b)| a - b).collect();
+        let sd = stats::var(&d).sqrt();
+        let n = d.len() as f64;
+        (
+            sd,
+            power::solve_effect_paired(n, TARGET_POWER, opts.alpha, alt)
+                .map_or(f64::NAN, |e| e * sd),
+            ceil(power::solve_n_paired(
+                opts.margin / sd,
+                TARGET_POWER,
+                opts.alpha,
+                alt,
+            )),
+            power::tost_solve_n(design, opts.margin / sd, TARGET_POWER, opts.alpha, 0.0),
+        )
+    } else {
+        let (nx, ny) = (x.len() as f64, y.len() as f64);
+        let sd =
+            (((nx - 1.0) * stats::var(&x) + (ny - 1.0) * stats::var(&y)) / (nx + ny - 2.0)).sqrt();
+        let n = nx.min(ny);
+        (
+            sd,
+            power::solve_effect(n, TARGET_POWER, opts.alpha, alt).map_or(f64::NAN, |e| e * sd),
+            ceil(power::solve_n(
+                opts.margin / sd,
+                TARGET_POWER,
+                opts.alpha,
+                alt,
+            )),
+            power::tost_solve_n(design, opts.margin / sd, TARGET_POWER, opts.alpha, 0.0),
+        )
+    };
     Comparison {
         gene: rs[0].gene,
         n: x.len(),
         n_baseline: y.len(),
         paired,
-        diff: stats::mean(&x) - stats::mean(&y),
-        ci,
+        diff: tests.diff,
         test,
-        pvalue,
-        pvalue_holm: f64::NAN,
+        adjusted: tests.pvalues(),
+        ci: tests.ci,
+        tests,
+        bca,
         pvalue_rank,
+        rank_min_p,
         hedges_g: effect::hedges_g(&x, &y),
         a12: effect::a12(&x, &y),
-        aso_epsilon_min: aso::aso(&neg(&x), &neg(&y), opts.alpha, 1000, 1000, opts.seed)
-            .epsilon_min,
-        verdict: Verdict::NoDifference,
-        seeds_for_80,
+        aso,
+        verdict: Verdict::Inconclusive,
+        sd,
+        mde_80: mde,
+        seeds_for_margin_80: n_margin,
+        seeds_for_equivalence_80: n_equiv,
     }
 }

@@ -1,6 +1,7 @@
-//! `tests.parquet`: every comparison of the report with all its statistics.
+//! `tests.parquet`: every comparison of the report with all its statistics (one row per
+//! gene against the baseline; columns documented in the README).
 
-use super::analysis::{Analysis, Comparison};
+use super::analysis::{Analysis, AsoResult, Comparison};
 use crate::gene::Gene;
 use anyhow::Result;
 use polars::prelude::*;
@@ -8,13 +9,26 @@ use polars::prelude::*;
 /// `tests.parquet`: every comparison with all its statistics.
 pub fn tests_frame(a: &Analysis) -> Result<DataFrame> {
     let c = &a.comparisons;
-    let f = |g: &dyn Fn(&Comparison) -> f64| c.iter().map(g).collect::<Vec<f64>>();
-    Ok(DataFrame::new_infer_height(vec![
+    let f = |name: &str, g: &dyn Fn(&Comparison) -> f64| {
+        Column::new(name.into(), c.iter().map(g).collect::<Vec<f64>>())
+    };
+    let o = |name: &str, g: &dyn Fn(&Comparison) -> Option<f64>| {
+        Column::new(name.into(), c.iter().map(g).collect::<Vec<Option<f64>>>())
+    };
+    let i = |name: &str, g: &dyn Fn(&Comparison) -> Option<u64>| {
         Column::new(
-            "gene".into(),
-            c.iter().map(|x| x.gene.to_string()).collect::<Vec<_>>(),
-        ),
-        Column::new("baseline".into(), vec![Gene::BASELINE.to_string(); c.len()]),
+            name.into(),
+            c.iter()
+                .map(|x| g(x).map(|v| v as i64))
+                .collect::<Vec<Option<i64>>>(),
+        )
+    };
+    let s = |name: &str, g: &dyn Fn(&Comparison) -> String| {
+        Column::new(name.into(), c.iter().map(g).collect::<Vec<String>>())
+    };
+    Ok(DataFrame::new_infer_height(vec![
+        s("gene", &|x| x.gene.to_string()),
+        s("baseline", &|_| Gene::BASELINE.to_string()),
         Column::new("n".into(), c.iter().map(|x| x.n as i64).collect::<Vec<_>>()),
         Column::new(
             "n_baseline".into(),
@@ -24,30 +38,31 @@ pub fn tests_frame(a: &Analysis) -> Result<DataFrame> {
             "paired".into(),
             c.iter().map(|x| x.paired).collect::<Vec<_>>(),
         ),
-        Column::new("diff".into(), f(&|x| x.diff)),
-        Column::new("ci_low".into(), f(&|x| x.ci.low)),
-        Column::new("ci_high".into(), f(&|x| x.ci.high)),
-        Column::new(
-            "test".into(),
-            c.iter().map(|x| x.test.to_string()).collect::<Vec<_>>(),
-        ),
-        Column::new("pvalue".into(), f(&|x| x.pvalue)),
-        Column::new("pvalue_holm".into(), f(&|x| x.pvalue_holm)),
-        Column::new("pvalue_rank".into(), f(&|x| x.pvalue_rank)),
-        Column::new("hedges_g".into(), f(&|x| x.hedges_g)),
-        Column::new("a12".into(), f(&|x| x.a12)),
-        Column::new("aso_epsilon_min".into(), f(&|x| x.aso_epsilon_min)),
-        Column::new(
-            "verdict".into(),
-            c.iter()
-                .map(|x| x.verdict.as_str().to_string())
-                .collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "seeds_for_80".into(),
-            c.iter()
-                .map(|x| x.seeds_for_80.map(|n| n as i64))
-                .collect::<Vec<Option<i64>>>(),
-        ),
+        f("diff", &|x| x.diff),
+        f("ci_low", &|x| x.ci.low),
+        f("ci_high", &|x| x.ci.high),
+        f("ci_level", &|x| x.ci.level),
+        o("bca_low", &|x| x.bca.as_ref().map(|b| b.low)),
+        o("bca_high", &|x| x.bca.as_ref().map(|b| b.high)),
+        s("test", &|x| x.test.to_string()),
+        f("margin", &|x| x.tests.margin),
+        f("pvalue", &|x| x.pvalue()),
+        f("pvalue_holm", &|x| x.adjusted.diff),
+        f("pvalue_min_effect_better", &|x| x.adjusted.better),
+        f("pvalue_min_effect_worse", &|x| x.adjusted.worse),
+        f("pvalue_tost", &|x| x.adjusted.tost),
+        f("pvalue_rank", &|x| x.pvalue_rank),
+        f("pvalue_rank_min", &|x| x.rank_min_p),
+        f("hedges_g", &|x| x.hedges_g),
+        f("a12", &|x| x.a12),
+        o("aso_epsilon_min", &|x| match x.aso {
+            AsoResult::Defined(e) => Some(e),
+            AsoResult::Undefined(_) => None,
+        }),
+        s("verdict", &|x| x.verdict.as_str().to_string()),
+        f("sd_power", &|x| x.sd),
+        f("mde_80", &|x| x.mde_80),
+        i("seeds_for_margin_80", &|x| x.seeds_for_margin_80),
+        i("seeds_for_equivalence_80", &|x| x.seeds_for_equivalence_80),
     ])?)
 }

@@ -1,6 +1,6 @@
 //! The Markdown report: verdict sentences, tables, and the reproducibility block.
 
-use super::analysis::{Analysis, Comparison, Options, Verdict};
+use super::analysis::{Analysis, AsoResult, Comparison, Options, Verdict};
 use super::Provenance;
 use crate::gene::Gene;
 use crate::record::RunRow;
@@ -25,56 +25,123 @@ pub(crate) fn pfmt(p: f64) -> String {
     }
 }
 
-/// The verdict sentence of one comparison.
-pub fn sentence(c: &Comparison, opts: &Options) -> String {
-    let how = if c.paired {
-        format!("{} seed-paired runs each", c.n)
+/// `lo` to `hi` as positive numbers for an improvement (better) or a deficit (worse).
+fn magnitude(c: &Comparison) -> (f64, f64) {
+    if c.diff < 0.0 {
+        (-c.ci.high, -c.ci.low)
     } else {
-        format!("{} vs {} runs", c.n, c.n_baseline)
+        (c.ci.low, c.ci.high)
+    }
+}
+
+/// How the runs were compared, in words.
+fn design_words(c: &Comparison) -> String {
+    if c.paired {
+        format!("{} seed pairs", c.n)
+    } else {
+        format!("{} vs {} runs, unpaired", c.n, c.n_baseline)
+    }
+}
+
+/// What the data could have shown: the minimum detectable difference and the seeds that
+/// equivalence would need.
+fn could_show(c: &Comparison, opts: &Options) -> String {
+    let unit = if c.paired {
+        "seed pairs"
+    } else {
+        "runs per arm"
     };
-    let base = match c.verdict {
-        // The interval of the improvement (better) or of the deficit (worse), both positive.
-        Verdict::Better | Verdict::Worse => {
-            let (lo, hi) = if c.verdict == Verdict::Better {
-                (-c.ci.high, -c.ci.low)
-            } else {
-                (c.ci.low, c.ci.high)
-            };
+    let mut t = format!(
+        "with {} only differences above {} ppl were detectable at 80 % power",
+        design_words(c),
+        f2(c.mde_80)
+    );
+    match c.seeds_for_equivalence_80 {
+        Some(n) => {
+            let _ = write!(
+                t,
+                ", and showing equivalence within ±{} ppl would take about {n} {unit} (if the true difference were 0)",
+                opts.margin
+            );
+        }
+        None => {
+            let _ = write!(
+                t,
+                ", and equivalence within ±{} ppl is out of reach at this noise",
+                opts.margin
+            );
+        }
+    }
+    t
+}
+
+/// The verdict sentence of one comparison: what the data show and, where they cannot
+/// tell, what they could have shown.
+pub fn sentence(c: &Comparison, opts: &Options) -> String {
+    let d = opts.margin;
+    let lvl = (100.0 * c.ci.level).round();
+    let (lo, hi) = magnitude(c);
+    let g = c.gene;
+    let q = &c.adjusted;
+    match c.verdict {
+        Verdict::BetterByMargin | Verdict::WorseByMargin => {
+            let better = c.verdict == Verdict::BetterByMargin;
             format!(
-                "`{}` is {} than the baseline by {:.2} ppl (95 % CI {:.2} to {:.2}; Holm-adjusted p = {}; {how}).",
-                c.gene,
-                if c.verdict == Verdict::Better { "better" } else { "worse" },
-                c.diff.abs(),
-                lo,
-                hi,
-                pfmt(c.pvalue_holm),
+                "`{g}` is **{} than the baseline by at least {d} ppl**: {} by {} ppl ({lvl} % t CI {} to {}; Holm-adjusted p = {} that it is {} by more than {d} ppl; {}).",
+                if better { "better" } else { "worse" },
+                if better { "lower" } else { "higher" },
+                f2(c.diff.abs()),
+                f2(lo),
+                f2(hi),
+                pfmt(if better { q.better } else { q.worse }),
+                if better { "not better" } else { "not worse" },
+                design_words(c)
             )
         }
-        Verdict::NoDifference => format!(
-            "`{}`: no detectable difference from the baseline (difference {} ppl, 95 % CI {} to {}; Holm-adjusted p = {}; {how}){}.",
-            c.gene,
+        Verdict::Better | Verdict::Worse => {
+            let better = c.verdict == Verdict::Better;
+            format!(
+                "`{g}` is **{}** than the baseline by {} ppl ({lvl} % t CI {} to {}; Holm-adjusted p = {}; {}), but a difference of at least {d} ppl is not shown (Holm-adjusted p = {} for {} by more than {d} ppl).",
+                if better { "better" } else { "worse" },
+                f2(c.diff.abs()),
+                f2(lo),
+                f2(hi),
+                pfmt(q.diff),
+                design_words(c),
+                pfmt(if better { q.better } else { q.worse }),
+                if better { "better" } else { "worse" },
+            )
+        }
+        Verdict::BetterWithinMargin | Verdict::WorseWithinMargin => {
+            let better = c.verdict == Verdict::BetterWithinMargin;
+            format!(
+                "`{g}` is **{} than the baseline, by less than {d} ppl**: difference {} ppl ({lvl} % t CI {} to {}, inside ±{d}; Holm-adjusted p = {} for the difference and {} for equivalence within ±{d} ppl; {}).",
+                if better { "better" } else { "worse" },
+                f2(c.diff),
+                f2(c.ci.low),
+                f2(c.ci.high),
+                pfmt(q.diff),
+                pfmt(q.tost),
+                design_words(c)
+            )
+        }
+        Verdict::Equivalent => format!(
+            "`{g}` is **equivalent to the baseline within ±{d} ppl**: difference {} ppl ({lvl} % t CI {} to {}; TOST Holm-adjusted p = {}; {}).",
             f2(c.diff),
             f2(c.ci.low),
             f2(c.ci.high),
-            pfmt(c.pvalue_holm),
-            match c.seeds_for_80 {
-                Some(n) => format!(
-                    "; about {n} seeds per arm would detect the observed {:.2} ppl with 80 % power",
-                    c.diff.abs()
-                ),
-                None => String::new(),
-            }
+            pfmt(q.tost),
+            design_words(c)
         ),
-    };
-    let note = if c.verdict == Verdict::NoDifference
-        && c.diff.abs() < opts.threshold
-        && c.pvalue_holm <= opts.alpha
-    {
-        " Significant after correction, but smaller than the practical threshold."
-    } else {
-        ""
-    };
-    base + note
+        Verdict::Inconclusive => format!(
+            "`{g}`: **inconclusive** — difference {} ppl ({lvl} % t CI {} to {}; Holm-adjusted p = {}); {}.",
+            f2(c.diff),
+            f2(c.ci.low),
+            f2(c.ci.high),
+            pfmt(q.diff),
+            could_show(c, opts)
+        ),
+    }
 }
 
 /// Plot files beside the report, by kind (`seeds`, `curves`, `ga`, `search-vs`, `tune`,
@@ -96,7 +163,13 @@ pub fn markdown(a: &Analysis, rows: &[RunRow], prov: &Provenance, plots: &PlotFi
             let _ = writeln!(s);
         }
     }
-    if a.comparisons.is_empty() && a.ablation.is_none() {
+    if !a.verdicts {
+        let _ = writeln!(
+            s,
+            "No verdicts: the leaderboard shows {}, and testing genes on the runs their best trial was selected on would be biased. Compare them in a replication with the tuned values on fresh seeds (`[replicate] hparams = {{ from = \"…\" }}`).\n",
+            a.scope
+        );
+    } else if a.comparisons.is_empty() && a.ablation.is_none() {
         let _ = writeln!(
             s,
             "The baseline `{}` is not among the analysed runs, so no gene is compared with it.\n",
@@ -109,10 +182,10 @@ pub fn markdown(a: &Analysis, rows: &[RunRow], prov: &Provenance, plots: &PlotFi
     if !a.comparisons.is_empty() {
         let _ = writeln!(
             s,
-            "\nBetter/worse means significant after Holm's correction over the {} comparisons (α = {}) **and** at least {} ppl apart; lower perplexity is better. Analysed: {}.\n",
+            "\nLower perplexity is better; δ = {} ppl is the margin below which a difference does not matter. Each gene is tested against the baseline four ways — the difference (two-sided), better by more than δ and worse by more than δ (one-sided minimum-effect tests), and equivalence within ±δ (TOST) — each p-value Holm-adjusted over the {} comparisons, at α = {}. \"At least δ\" and \"equivalent\" are decided by those tests, never by a point estimate; intervals are t intervals of the test that made the verdict (90 % for the one-sided and TOST tests, 95 % otherwise), not adjusted for multiplicity. Analysed: {}.\n",
+            o.margin,
             a.comparisons.len(),
             o.alpha,
-            o.threshold,
             a.scope
         );
     }
@@ -165,32 +238,78 @@ pub fn markdown(a: &Analysis, rows: &[RunRow], prov: &Provenance, plots: &PlotFi
         let _ = writeln!(s, "\n## Comparisons against `{}`\n", Gene::BASELINE);
         let _ = writeln!(
             s,
-            "| gene | diff (ppl) | BCa 95 % CI | test | p | Holm p | rank p | Hedges' g | A12 | ASO ε_min | verdict | seeds for 80 % |\n|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|"
+            "| gene | diff (ppl) | t CI | BCa CI | test | p | Holm p | p better by > δ | p worse by > δ | p TOST | rank p | Hedges' g | A12 | ASO ε_min | verdict |\n|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
         );
         for c in &a.comparisons {
             let _ = writeln!(
                 s,
-                "| `{}` | {} | {} – {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| `{}` | {} | {} – {} ({:.0} %) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 c.gene,
                 f2(c.diff),
                 f2(c.ci.low),
                 f2(c.ci.high),
+                100.0 * c.ci.level,
+                c.bca
+                    .as_ref()
+                    .map_or("–".into(), |b| format!("{} – {}", f2(b.low), f2(b.high))),
                 c.test,
-                pfmt(c.pvalue),
-                pfmt(c.pvalue_holm),
+                pfmt(c.pvalue()),
+                pfmt(c.adjusted.diff),
+                pfmt(c.adjusted.better),
+                pfmt(c.adjusted.worse),
+                pfmt(c.adjusted.tost),
                 pfmt(c.pvalue_rank),
                 f2(c.hedges_g),
                 f2(c.a12),
-                f2(c.aso_epsilon_min),
+                match &c.aso {
+                    AsoResult::Defined(e) => f2(*e),
+                    AsoResult::Undefined(_) => "undefined".into(),
+                },
                 c.verdict.as_str(),
-                c.seeds_for_80.map_or("–".into(), |n| n.to_string())
             );
         }
         let _ = writeln!(
             s,
-            "\nDifferences are gene − baseline (negative: the gene is better). BCa intervals: {} resamples, seed {}. The rank test is Wilcoxon (paired) or Mann–Whitney; it counts a diverged run as worse than every finished run, while means, t-tests, g, A12 and ASO use finished runs only. ASO ε_min < 0.2 means the gene almost stochastically dominates the baseline.",
-            o.resamples, o.seed
+            "\nDifferences are gene − baseline (negative: the gene is better); δ = {} ppl. The Holm p and the three margin p-values are Holm-adjusted over the {} comparisons, each kind separately. BCa intervals ({} resamples, seed {}) only from {} runs per arm. The rank test is Wilcoxon (paired) or Mann–Whitney; it counts a diverged run as worse than every finished run, while means, t-tests, g, A12 and ASO use finished runs only. ASO ε_min < 0.2 means the gene almost stochastically dominates the baseline.",
+            o.margin,
+            a.comparisons.len(),
+            o.resamples,
+            o.seed,
+            super::analysis::BCA_FROM
         );
+        let undefined: Vec<String> = a
+            .comparisons
+            .iter()
+            .filter_map(|c| match &c.aso {
+                AsoResult::Undefined(why) => Some(format!("`{}` ({why})", c.gene)),
+                AsoResult::Defined(_) => None,
+            })
+            .collect();
+        if !undefined.is_empty() {
+            let _ = writeln!(s, "ASO is undefined for {}.", undefined.join(", "));
+        }
+        let _ = writeln!(
+            s,
+            "\nWhat these runs can show (planned for the design as run, at the observed sd, 80 % power, α = {}; never power at the observed effect):\n\n| gene | sd used (ppl) | design | detectable difference (ppl) | seeds to detect δ | seeds for equivalence within ±δ |\n|---|---:|---|---:|---:|---:|",
+            o.alpha
+        );
+        for c in &a.comparisons {
+            let _ = writeln!(
+                s,
+                "| `{}` | {} | {} | {} | {} | {} |",
+                c.gene,
+                f2(c.sd),
+                if c.paired {
+                    format!("{} pairs (paired differences)", c.n)
+                } else {
+                    format!("{} vs {} (two-sample)", c.n, c.n_baseline)
+                },
+                f2(c.mde_80),
+                c.seeds_for_margin_80.map_or("–".into(), |n| n.to_string()),
+                c.seeds_for_equivalence_80
+                    .map_or("–".into(), |n| n.to_string())
+            );
+        }
     }
     if let Some((f, post, genes)) = &a.friedman {
         let _ = writeln!(s, "\n## All genes together\n");
@@ -255,19 +374,50 @@ pub fn markdown(a: &Analysis, rows: &[RunRow], prov: &Provenance, plots: &PlotFi
         f2(a.noise.gene_share),
         f2(a.noise.icc)
     );
-    if let Some((n, curse)) = a.search {
+    if let Some(sd) = a.interaction_sd {
         let _ = writeln!(
             s,
-            "\nThe search evaluated {n} distinct genes. Picking the best of {n} single runs of *equal* genes at this seed sd would look better than the truth by {} ppl in expectation (the winner's curse); compare the search's raw improvement with that.",
-            f2(curse)
+            "\nGene × seed interaction sd (residual of gene + seed over the seeds every gene finished): {} ppl. A shared seed effect cancels in seed-paired comparisons, so this, not the seed sd, is the noise of a seed-paired ranking.",
+            f2(sd)
         );
+    }
+    if let Some(sel) = &a.selection {
+        let _ = writeln!(
+            s,
+            "\n## Selection\n\nThe search evaluated {} distinct genes. Picking the best of {} equal genes scored once each would look better than the truth by {} ppl in expectation (the winner's curse: E[max of {} standard normals] × {} ppl, the sd of {}); compare the search's raw improvement with that.",
+            sel.genes,
+            sel.genes,
+            f2(sel.curse),
+            sel.genes,
+            f2(sel.sd),
+            sel.sd_from
+        );
+        if !sel.shrinkage.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nEach replicated gene's search score against its fresh-seed mean (positive shrinkage: the search flattered it):\n\n| gene | search fitness (val ppl) | fresh-seed mean | shrinkage (ppl) |\n|---|---:|---:|---:|"
+            );
+            for (g, sf, ff, d) in &sel.shrinkage {
+                let _ = writeln!(s, "| `{g}` | {} | {} | {} |", f2(*sf), f2(*ff), f2(*d));
+            }
+        }
     }
     let _ = writeln!(s, "\n## Caveats\n");
     let min_n = a.lines.iter().map(|l| l.n).min().unwrap_or(0);
-    if min_n < 5 {
+    if min_n < super::analysis::SMALL_SAMPLE {
+        let rank = a
+            .comparisons
+            .iter()
+            .map(|c| c.rank_min_p)
+            .fold(f64::NAN, f64::min);
         let _ = writeln!(
             s,
-            "- Some genes have fewer than 5 runs (minimum {min_n}): t intervals are wide, bootstrap intervals from so few runs are too narrow to trust (they cannot reach beyond the observed spread), and rank tests have little power."
+            "- Some genes have fewer than 5 runs (minimum {min_n}): t intervals are wide, no bootstrap interval or ASO is reported (from so few runs they cannot reach beyond the observed spread){}.",
+            if rank.is_finite() {
+                format!(", and the exact rank test cannot go below p = {}", pfmt(rank))
+            } else {
+                String::new()
+            }
         );
     }
     let div: usize = a.lines.iter().map(|l| l.diverged).sum();

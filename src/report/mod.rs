@@ -11,18 +11,20 @@
 pub mod ablation;
 pub mod analysis;
 pub mod charts;
+pub mod contrast;
 pub mod export;
 pub mod markdown;
 pub mod plots;
 pub mod tune;
 
-pub use analysis::{analyse, Analysis, Comparison, Line, Options, Verdict};
+pub use analysis::{analyse, Analysis, AsoResult, Comparison, Line, Options, Verdict};
 pub use charts::best_so_far;
 pub use export::tests_frame;
 pub(crate) use markdown::{f2, pfmt};
 pub use markdown::{markdown, sentence, PlotFiles};
 
 use crate::record::RunRow;
+use crate::study::spec::AnalysisSpec;
 use crate::study::store::schema::{curves_from_frame, generations_from_frame, runs_from_frame};
 use crate::study::store::{read_parquet, write_atomic, write_parquet, StoreMeta};
 use anyhow::{bail, Result};
@@ -106,56 +108,128 @@ pub fn read_runs(dir: &Path) -> Result<Vec<RunRow>> {
     runs_from_frame(&read_parquet(&runs)?)
 }
 
-/// Writes the report of the study whose store folder is `dir` (to `out`, default
-/// `dir/report.md`), optionally plotting its search against the search in store folder
-/// `compare`; returns the report's path.
-pub fn write_for_store(dir: &Path, out: Option<&Path>, compare: Option<&Path>) -> Result<PathBuf> {
+/// What `evoattn report` asks for beyond the store itself.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Where to write the report (default `report.md` in the store folder).
+    pub out: Option<PathBuf>,
+    /// Another search's store folder to plot against at equal budget.
+    pub compare_search: Option<PathBuf>,
+    /// Another study's store folder to contrast with (difference-in-differences).
+    pub contrast: Option<PathBuf>,
+    /// Overrides of the study's `[analysis] margin`.
+    pub margin: Option<f64>,
+    /// Overrides of the study's `[analysis] alpha`.
+    pub alpha: Option<f64>,
+}
+
+/// The analysis options of the study in store folder `dir`: its `study.toml`'s
+/// `[analysis]` (defaults without one), then `margin` and `alpha` when given.
+pub fn options_for(dir: &Path, margin: Option<f64>, alpha: Option<f64>) -> Result<Options> {
+    let mut spec = match std::fs::read_to_string(dir.join("study.toml")) {
+        Ok(text) => AnalysisSpec::from_study_text(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("study.toml").display()))?,
+        Err(_) => AnalysisSpec::default(),
+    };
+    if let Some(m) = margin {
+        spec.margin = m;
+    }
+    if let Some(a) = alpha {
+        spec.alpha = a;
+    }
+    spec.check()
+        .map_err(|e| anyhow::anyhow!("--margin/--alpha: {e}"))?;
+    Ok(Options {
+        margin: spec.margin,
+        alpha: spec.alpha,
+        ..Options::default()
+    })
+}
+
+/// The rows and name of the study in store folder `dir`, for `flag` errors.
+fn other_study(dir: &Path, flag: &str) -> Result<(String, Vec<RunRow>)> {
+    if !dir.join("runs.parquet").exists() {
+        bail!(
+            "{flag} {}: {} does not exist; pass a study's store folder (e.g. runs/NAME)",
+            dir.display(),
+            dir.join("runs.parquet").display()
+        );
+    }
+    let r = read_runs(dir)?;
+    let name = r
+        .first()
+        .map_or_else(|| dir.display().to_string(), |x| x.study.clone());
+    Ok((name, r))
+}
+
+/// Writes the report of the study whose store folder is `dir` as `req` asks; returns the
+/// report's path.
+pub fn write_for_store(dir: &Path, req: &Request) -> Result<PathBuf> {
     let rows = read_runs(dir)?;
     let prov = Provenance::from_store(dir, &rows);
-    let out = out.map_or_else(|| dir.join("report.md"), |p| p.to_path_buf());
-    let other = match compare {
-        None => None,
-        Some(c) => {
-            if !c.join("runs.parquet").exists() {
-                bail!(
-                    "--compare-search {}: {} does not exist; pass a study's store folder (e.g. runs/NAME)",
-                    c.display(),
-                    c.join("runs.parquet").display()
-                );
-            }
-            let r = read_runs(c)?;
-            let name = r
-                .first()
-                .map_or_else(|| c.display().to_string(), |x| x.study.clone());
-            Some((name, r))
-        }
-    };
-    write_with(
+    let opts = options_for(dir, req.margin, req.alpha)?;
+    let out = req.out.clone().unwrap_or_else(|| dir.join("report.md"));
+    let search = req
+        .compare_search
+        .as_deref()
+        .map(|c| other_study(c, "--compare-search"))
+        .transpose()?;
+    let contrast = req
+        .contrast
+        .as_deref()
+        .map(|c| other_study(c, "--contrast"))
+        .transpose()?
+        .map(|(name, other)| contrast::contrast(&rows, &other, &name, opts.alpha));
+    write_full(
         &rows,
         &prov,
         &out,
         dir,
-        other.as_ref().map(|(n, r)| (n.as_str(), r.as_slice())),
+        &Extras {
+            options: opts,
+            compare_search: search.as_ref().map(|(n, r)| (n.as_str(), r.as_slice())),
+            contrast: contrast.as_ref(),
+        },
     )?;
     Ok(out)
 }
 
-/// Writes `report.md` at `out` (with its SVG plots beside it, named after it) and
-/// `tests.parquet` in `store_dir`.
-pub fn write(rows: &[RunRow], prov: &Provenance, out: &Path, store_dir: &Path) -> Result<Analysis> {
-    write_with(rows, prov, out, store_dir, None)
+/// What a report may add to the study's own analysis.
+pub struct Extras<'a> {
+    /// Analysis options.
+    pub options: Options,
+    /// Another search (name, rows) to plot against at equal budget.
+    pub compare_search: Option<(&'a str, &'a [RunRow])>,
+    /// A contrast with another study.
+    pub contrast: Option<&'a contrast::Contrast>,
 }
 
-/// [`write`], plus a plot of this study's search against another search (`compare`: its
-/// name and rows) at equal budget.
-pub fn write_with(
+/// Writes `report.md` at `out` (with its SVG plots beside it, named after it) and
+/// `tests.parquet` in `store_dir`, with the default options.
+pub fn write(rows: &[RunRow], prov: &Provenance, out: &Path, store_dir: &Path) -> Result<Analysis> {
+    write_full(
+        rows,
+        prov,
+        out,
+        store_dir,
+        &Extras {
+            options: Options::default(),
+            compare_search: None,
+            contrast: None,
+        },
+    )
+}
+
+/// [`write`] with `extras`: options, another search to plot against, a contrast.
+pub fn write_full(
     rows: &[RunRow],
     prov: &Provenance,
     out: &Path,
     store_dir: &Path,
-    compare: Option<(&str, &[RunRow])>,
+    extras: &Extras<'_>,
 ) -> Result<Analysis> {
-    let a = analyse(rows, Options::default());
+    let compare = extras.compare_search;
+    let a = analyse(rows, extras.options);
     let dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -242,7 +316,12 @@ pub fn write_with(
         })?;
         files.insert(kind, name);
     }
-    let md = markdown(&a, rows, prov, &files);
+    let mut md = markdown(&a, rows, prov, &files);
+    if let Some(c) = extras.contrast {
+        // Before the caveats and reproducibility blocks.
+        let at = md.find("\n## Caveats").unwrap_or(md.len());
+        md.insert_str(at, &contrast::markdown(c));
+    }
     write_atomic(out, |f| {
         std::io::Write::write_all(f, md.as_bytes()).map_err(Into::into)
     })?;

@@ -1,12 +1,19 @@
-//! The tune section: each gene's trials, its best hyperparameters and its expected best
-//! validation ppl against the number of trials (Dodge et al. 2019).
+//! The tune section: each gene's trials, its best hyperparameters, its expected best
+//! validation ppl against the number of trials (Dodge et al. 2019) with a bootstrap band,
+//! and — since every gene trained on the same trial configurations — each gene against the
+//! baseline configuration by configuration. No verdicts: the best trials were chosen on
+//! these very runs.
 
-use super::f2;
+use super::analysis::Options;
 use super::plots::{LineChart, Mark, Series};
+use super::{f2, pfmt};
 use crate::gene::Gene;
 use crate::record::{RunRow, Stage};
 use crate::search::tune::{self, Trial};
-use crate::stats::expected::expected_best_curves;
+use crate::stats::expected::{
+    expected_best_band_with_failures, expected_best_with_failures_curve, BandPoint, Sampling,
+};
+use crate::stats::{exact, rank, Alternative};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -19,8 +26,44 @@ pub struct GeneTuning {
     pub trials: Vec<Trial>,
     /// Index of the best trial.
     pub best: usize,
-    /// (n, expected best with replacement, without replacement) for n = 1..=trials.
-    pub curve: Vec<(usize, f64, f64)>,
+    /// Per n = 1..=trials: the expected best of n trials given that one succeeded, with
+    /// replacement (Dodge et al.) and without, and the probability that all n failed (a
+    /// trial fails when a seed diverged), with replacement.
+    pub curve: Vec<CurvePoint>,
+    /// Bootstrap percentile band (95 %) of the with-replacement curve.
+    pub band: Vec<BandPoint>,
+}
+
+/// One point of an expected-best curve.
+#[derive(Debug, Clone, Copy)]
+pub struct CurvePoint {
+    /// Trials n.
+    pub n: usize,
+    /// E[best of n | one succeeded], with replacement.
+    pub with: f64,
+    /// The same, without replacement.
+    pub without: f64,
+    /// P(all n failed), with replacement.
+    pub p_all_failed: f64,
+}
+
+/// A gene against the baseline over the shared trial configurations.
+#[derive(Debug, Clone)]
+pub struct TrialBlocked {
+    /// Gene.
+    pub gene: Gene,
+    /// Configurations both genes trained.
+    pub configs: usize,
+    /// Configurations where the gene's trial score was lower (better).
+    pub better: u64,
+    /// Configurations where it was higher.
+    pub worse: u64,
+    /// Exact two-sided sign test over the untied configurations.
+    pub sign_p: f64,
+    /// Wilcoxon signed-rank over configurations (a failed trial ranks worst).
+    pub wilcoxon_p: f64,
+    /// Median over configurations of gene − baseline (finite pairs).
+    pub median_diff: f64,
 }
 
 /// Tuning of every gene of a tune study.
@@ -30,10 +73,13 @@ pub struct TuneAnalysis {
     pub genes: Vec<GeneTuning>,
     /// Seeds per trial.
     pub seeds_per_trial: usize,
+    /// Each gene against the baseline, configuration by configuration (when the baseline
+    /// was tuned).
+    pub versus: Vec<TrialBlocked>,
 }
 
 /// The tune analysis of `rows` (`None` without tune rows).
-pub fn analyse(rows: &[RunRow]) -> Option<TuneAnalysis> {
+pub fn analyse(rows: &[RunRow], opts: &Options) -> Option<TuneAnalysis> {
     let all: BTreeMap<Gene, Vec<Trial>> = tune::trials(rows);
     if all.is_empty() {
         return None;
@@ -44,14 +90,44 @@ pub fn analyse(rows: &[RunRow]) -> Option<TuneAnalysis> {
         .map(|t| t.vals.len())
         .max()
         .unwrap_or(0);
+    let versus = all
+        .get(&Gene::BASELINE)
+        .map(|base| {
+            all.iter()
+                .filter(|(g, _)| **g != Gene::BASELINE)
+                .map(|(g, ts)| trial_blocked(*g, ts, base))
+                .collect()
+        })
+        .unwrap_or_default();
     let genes = all
         .into_iter()
         .map(|(gene, trials)| {
             let fitness: Vec<f64> = trials.iter().map(|t| t.fitness).collect();
+            let n = fitness.len();
+            let with = expected_best_with_failures_curve(&fitness, n, Sampling::WithReplacement);
+            let without =
+                expected_best_with_failures_curve(&fitness, n, Sampling::WithoutReplacement);
+            let curve = with
+                .iter()
+                .zip(&without)
+                .map(|(w, wo)| CurvePoint {
+                    n: w.n,
+                    with: w.expected_best,
+                    without: wo.expected_best,
+                    p_all_failed: w.p_all_failed,
+                })
+                .collect();
             GeneTuning {
                 gene,
                 best: tune::best_of(&trials).map_or(0, |t| t.index),
-                curve: expected_best_curves(&fitness),
+                curve,
+                band: expected_best_band_with_failures(
+                    &fitness,
+                    n,
+                    BAND_RESAMPLES,
+                    0.95,
+                    opts.seed,
+                ),
                 trials,
             }
         })
@@ -59,7 +135,50 @@ pub fn analyse(rows: &[RunRow]) -> Option<TuneAnalysis> {
     Some(TuneAnalysis {
         genes,
         seeds_per_trial,
+        versus,
     })
+}
+
+/// Resamples of the expected-best band.
+pub const BAND_RESAMPLES: usize = 1000;
+
+/// `gene`'s trials against the baseline's, configuration by configuration.
+fn trial_blocked(gene: Gene, ts: &[Trial], base: &[Trial]) -> TrialBlocked {
+    let mut pairs: Vec<(f64, f64)> = Vec::new();
+    for t in ts {
+        // Trials of a tune study share configurations across genes.
+        let cfg = |c: &crate::train::TrainConfig| crate::search::tune::summary(c);
+        if let Some(b) = base.iter().find(|b| cfg(&b.config) == cfg(&t.config)) {
+            pairs.push((t.fitness, b.fitness));
+        }
+    }
+    let worst = pairs
+        .iter()
+        .flat_map(|p| [p.0, p.1])
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max)
+        * 1e3
+        + 1e6;
+    let cap = |v: f64| if v.is_finite() { v } else { worst };
+    let (x, y): (Vec<f64>, Vec<f64>) = pairs.iter().map(|p| (cap(p.0), cap(p.1))).unzip();
+    let sign = exact::sign_test_paired(&y, &x, Alternative::TwoSided).ok();
+    let better = sign.map_or(0, |s| s.positive);
+    let untied = sign.map_or(0, |s| s.n);
+    let mut finite: Vec<f64> = pairs
+        .iter()
+        .filter(|p| p.0.is_finite() && p.1.is_finite())
+        .map(|p| p.0 - p.1)
+        .collect();
+    finite.sort_by(f64::total_cmp);
+    TrialBlocked {
+        gene,
+        configs: pairs.len(),
+        better,
+        worse: untied - better,
+        sign_p: sign.map_or(f64::NAN, |s| s.pvalue),
+        wilcoxon_p: rank::wilcoxon(&x, &y, Alternative::TwoSided).map_or(f64::NAN, |w| w.pvalue),
+        median_diff: median_sorted(&finite),
+    }
 }
 
 /// The rows of each gene's best trial (the tune study's leaderboard scope).
@@ -117,9 +236,43 @@ pub fn markdown(t: &TuneAnalysis, plot: Option<&str>) -> String {
             f2(f[f.len() - 1])
         );
     }
+    if !t.versus.is_empty() {
+        let _ = writeln!(
+            s,
+            "Every gene trained on the same {trials} configurations, so each is compared with the baseline configuration by configuration (trial scores; a failed trial ranks worst):\n\n| gene | better in | worse in | median diff (ppl) | sign test p | Wilcoxon p |\n|---|---:|---:|---:|---:|---:|"
+        );
+        for v in &t.versus {
+            let _ = writeln!(
+                s,
+                "| `{}` | {} of {} | {} of {} | {} | {} | {} |",
+                v.gene,
+                v.better,
+                v.configs,
+                v.worse,
+                v.configs,
+                f2(v.median_diff),
+                pfmt(v.sign_p),
+                pfmt(v.wilcoxon_p)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nThis says whether one gene is better across hyperparameter settings, not whether its best setting beats the baseline's best; the latter needs fresh seeds.\n"
+        );
+    }
+    let failures = t
+        .genes
+        .iter()
+        .any(|g| g.curve.iter().any(|c| c.p_all_failed > 0.0));
     let _ = writeln!(
         s,
-        "\nExpected best validation ppl after n trials (Dodge et al. 2019): with replacement (their estimator) / without replacement (exact for subsets of these trials).\n"
+        "\nExpected best validation ppl after n trials (Dodge et al. 2019): with replacement (their estimator) / without replacement (exact for subsets of these trials){}. The plot's band is a 95 % bootstrap percentile band ({} resamples of the trials) around the with-replacement curve.\n",
+        if failures {
+            "; a trial with a diverged seed counts as a failure: the value is the expected best given that one of the n trials succeeded, and P(all failed) is given beside it"
+        } else {
+            ""
+        },
+        BAND_RESAMPLES
     );
     let ns: Vec<usize> = (0..)
         .map(|k| 1usize << k)
@@ -138,8 +291,12 @@ pub fn markdown(t: &TuneAnalysis, plot: Option<&str>) -> String {
     for g in &t.genes {
         let _ = write!(s, "| `{}` |", g.gene);
         for &n in &ns {
-            let (_, w, wo) = g.curve[n - 1];
-            let _ = write!(s, " {} / {} |", f2(w), f2(wo));
+            let c = g.curve[n - 1];
+            let _ = write!(s, " {} / {}", f2(c.with), f2(c.without));
+            if failures {
+                let _ = write!(s, " (P(all failed) {})", pfmt(c.p_all_failed));
+            }
+            let _ = write!(s, " |");
         }
         let _ = writeln!(s);
     }
@@ -185,9 +342,18 @@ pub fn chart(t: &TuneAnalysis) -> LineChart {
                 points: g
                     .curve
                     .iter()
-                    .map(|c| (c.0 as f64, if with { c.1 } else { c.2 }))
+                    .map(|c| (c.n as f64, if with { c.with } else { c.without }))
+                    .filter(|p| p.1.is_finite())
                     .collect(),
-                band: vec![],
+                band: if with {
+                    g.band
+                        .iter()
+                        .filter(|b| b.low.is_finite() && b.high.is_finite())
+                        .map(|b| (b.n as f64, b.low, b.high))
+                        .collect()
+                } else {
+                    vec![]
+                },
                 mark,
                 color: i,
             });

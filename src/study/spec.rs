@@ -18,6 +18,61 @@ fn default_preset() -> Preset {
     Preset::Cpu
 }
 
+/// `[analysis]`: how the study's report judges its comparisons (any kind may have it).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalysisSpec {
+    /// The margin δ in ppl: differences smaller than δ do not matter in practice.
+    pub margin: f64,
+    /// The family-wise level of the tests (Holm).
+    pub alpha: f64,
+}
+
+impl Default for AnalysisSpec {
+    fn default() -> Self {
+        AnalysisSpec {
+            margin: 1.0,
+            alpha: 0.05,
+        }
+    }
+}
+
+impl AnalysisSpec {
+    /// Checks the values; the error says what is allowed.
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.margin.is_finite() && self.margin > 0.0) {
+            return Err(format!(
+                "margin must be a positive number of ppl, got {}",
+                self.margin
+            ));
+        }
+        if !(self.alpha > 0.0 && self.alpha < 0.5) {
+            return Err(format!(
+                "alpha must be between 0 and 0.5, got {}",
+                self.alpha
+            ));
+        }
+        Ok(())
+    }
+
+    /// The `[analysis]` of study-file text, leniently: the rest of the file is not
+    /// validated (a store's `study.toml` may come from an older evoattn). Absent: defaults.
+    pub fn from_study_text(text: &str) -> Result<AnalysisSpec, String> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        match table.get("analysis") {
+            None => Ok(AnalysisSpec::default()),
+            Some(v) => {
+                let a: AnalysisSpec = v
+                    .clone()
+                    .try_into()
+                    .map_err(|e: toml::de::Error| format!("[analysis] {}", e.message()))?;
+                a.check().map_err(|e| format!("[analysis] {e}"))?;
+                Ok(a)
+            }
+        }
+    }
+}
+
 /// A study file as written (sections unvalidated).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +87,7 @@ pub(crate) struct RawStudy {
     pub max_replicas: Option<Spanned<usize>>,
     #[serde(default)]
     pub description: Option<String>,
+    pub analysis: Option<Spanned<AnalysisSpec>>,
     pub evolve: Option<Spanned<EvolveSpec>>,
     pub random_search: Option<Spanned<RandomSearchSpec>>,
     pub replicate: Option<Spanned<kinds::replicate::RawReplicate>>,
@@ -77,6 +133,8 @@ pub struct Study {
     pub max_replicas: usize,
     /// Free text.
     pub description: Option<String>,
+    /// `[analysis]`: the margin and level of the report's verdicts.
+    pub analysis: AnalysisSpec,
     /// What it does, with its validated section(s).
     pub kind: KindSpec,
     /// The file it came from.
@@ -253,6 +311,16 @@ impl Study {
             None => 4,
         };
 
+        let analysis = match &raw.analysis {
+            None => AnalysisSpec::default(),
+            Some(a) => {
+                a.get_ref()
+                    .check()
+                    .map_err(|m| err(Some(a.span()), format!("[analysis] {m}")))?;
+                *a.get_ref()
+            }
+        };
+
         let ctx = Ctx {
             text,
             path,
@@ -271,6 +339,7 @@ impl Study {
             seeds,
             max_replicas,
             description: raw.description,
+            analysis,
             kind,
             path: path.to_path_buf(),
             file_sha256: hex::encode(sha2::Sha256::digest(text.as_bytes())),

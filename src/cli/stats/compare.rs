@@ -1,10 +1,10 @@
-//! `evoattn stats compare`, `stats adjust` and `stats describe`.
+//! `evoattn stats compare`: two samples, with the margin tests on request.
 
 use super::{check_level, parse_numbers};
 use crate::cli::output::{self, num, Plain};
 use anyhow::{bail, Result};
 use clap::Args;
-use evoattn::stats::{self, compare, multitest, Alternative};
+use evoattn::stats::{compare, margin, resample, Alternative};
 use serde_json::json;
 use std::fmt::Write as _;
 
@@ -35,37 +35,10 @@ pub struct CompareArgs {
     /// Larger values are better (default: lower is better, as for perplexity).
     #[arg(long)]
     pub higher_is_better: bool,
-    /// One JSON object on stdout.
+    /// A margin δ: add the minimum-effect tests (better / worse by more than δ), TOST
+    /// equivalence within ±δ, and the margin-based verdict.
     #[arg(long)]
-    pub json: bool,
-}
-
-/// `evoattn stats adjust`.
-#[derive(Args)]
-pub struct AdjustArgs {
-    /// Comma-separated p-values.
-    #[arg(long)]
-    pub p: String,
-    /// holm, bonferroni or bh.
-    #[arg(long, default_value = "holm")]
-    pub method: String,
-    /// Family-wise (or false-discovery) level.
-    #[arg(long, default_value_t = 0.05)]
-    pub alpha: f64,
-    /// One JSON object on stdout.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// `evoattn stats describe`.
-#[derive(Args)]
-pub struct DescribeArgs {
-    /// Comma-separated values.
-    #[arg(long, allow_hyphen_values = true)]
-    pub x: String,
-    /// Confidence level of the t interval of the mean.
-    #[arg(long, default_value_t = 0.95)]
-    pub level: f64,
+    pub margin: Option<f64>,
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -94,8 +67,51 @@ pub fn run_compare(a: &CompareArgs) -> Result<()> {
             seed: a.seed,
         },
     )?;
-    let json = vec![r.to_json()];
+    let mut json = vec![r.to_json()];
     let mut out = String::new();
+    if let Some(delta) = a.margin {
+        // The margin tests take "lower is better"; flip both samples when higher is.
+        let sign = if a.higher_is_better { -1.0 } else { 1.0 };
+        let (fx, fy): (Vec<f64>, Vec<f64>) = (
+            x.iter().map(|v| sign * v).collect(),
+            y.iter().map(|v| sign * v).collect(),
+        );
+        let design = if a.paired {
+            resample::Design::Paired
+        } else {
+            resample::Design::Independent
+        };
+        let m = margin::margin_test(&fx, &fy, design, delta, 1.0 - a.alpha)?;
+        let v = m.verdict(a.alpha);
+        let ci = evoattn::report::analysis::verdict_interval(&m, v, a.alpha);
+        let (lo, hi) = if sign > 0.0 {
+            (ci.low, ci.high)
+        } else {
+            (-ci.high, -ci.low)
+        };
+        json[0]["margin"] = num(delta);
+        json[0]["pvalue_diff"] = num(m.p_diff);
+        json[0]["min_effect_better"] = num(m.p_better);
+        json[0]["min_effect_worse"] = num(m.p_worse);
+        json[0]["tost"] = num(m.p_tost);
+        json[0]["verdict"] = json!(v.as_str());
+        json[0]["verdict_ci"] = json!({"level": num(ci.level), "low": num(lo), "high": num(hi)});
+        let _ = writeln!(
+            out,
+            "margin δ = {delta} ({} test): difference p = {:.4e}; better by more than δ p = {:.4e}; worse by more than δ p = {:.4e}; TOST within ±δ p = {:.4e}",
+            if a.paired { "paired t" } else { "Welch" },
+            m.p_diff,
+            m.p_better,
+            m.p_worse,
+            m.p_tost
+        );
+        let _ = writeln!(
+            out,
+            "margin verdict: x is {} ({:.0}% t CI of x − y [{lo:.6}, {hi:.6}])",
+            v.as_str().replace('_', " "),
+            100.0 * ci.level
+        );
+    }
     let _ = writeln!(
         out,
         "x: n={} mean={:.6}   y: n={} mean={:.6}   diff (x − y) = {:.6}",
@@ -197,64 +213,4 @@ pub fn run_compare(a: &CompareArgs) -> Result<()> {
         );
     }
     output::print(&Plain { json, text: out }, a.json)
-}
-
-/// Runs `evoattn stats adjust`.
-pub fn run_adjust(a: &AdjustArgs) -> Result<()> {
-    let p = parse_numbers("p", &a.p)?;
-    let m: multitest::Method = a.method.parse()?;
-    check_level("alpha", a.alpha)?;
-    let adj = multitest::adjust(&p, m)?;
-    let rej = multitest::reject(&adj, a.alpha);
-    let adjusted: Vec<serde_json::Value> = adj.iter().map(|&v| num(v)).collect();
-    let json = json!({"method": a.method, "alpha": a.alpha, "adjusted": adjusted, "reject": rej});
-    let mut out = format!(
-        "{:>4} {:>12} {:>12} {:>7}\n",
-        "#", "p", "adjusted", "reject"
-    );
-    for (i, ((x, b), r)) in p.iter().zip(&adj).zip(&rej).enumerate() {
-        let _ = writeln!(
-            out,
-            "{i:>4} {x:>12.4e} {b:>12.4e} {:>7}",
-            if *r { "yes" } else { "no" }
-        );
-    }
-    let _ = writeln!(
-        out,
-        "{} of {} rejected at α = {} ({})",
-        rej.iter().filter(|r| **r).count(),
-        rej.len(),
-        a.alpha,
-        a.method
-    );
-    output::print(
-        &Plain {
-            json: vec![json],
-            text: out,
-        },
-        a.json,
-    )
-}
-
-/// Runs `evoattn stats describe`.
-pub fn run_describe(a: &DescribeArgs) -> Result<()> {
-    let x = parse_numbers("x", &a.x)?;
-    check_level("level", a.level)?;
-    let d = stats::describe(&x, a.level);
-    let text = format!(
-        "n {}  mean {:.6}  sd {:.6}  {:.0}% CI [{:.6}, {:.6}]",
-        d.n,
-        d.mean,
-        d.sd,
-        100.0 * a.level,
-        d.ci.low,
-        d.ci.high
-    );
-    output::print(
-        &Plain {
-            json: vec![compare::describe_json(&d)],
-            text,
-        },
-        a.json,
-    )
 }

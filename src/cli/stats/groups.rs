@@ -4,7 +4,7 @@ use super::parse_numbers;
 use crate::cli::output::{self, num, Plain};
 use anyhow::{bail, Result};
 use clap::Args;
-use evoattn::stats::{self, kgroups};
+use evoattn::stats::{self, anova, anova_rm, kgroups};
 use polars::prelude::*;
 use serde_json::json;
 use std::fmt::Write as _;
@@ -33,9 +33,14 @@ pub struct AnovaArgs {
     /// Response column (rows where it is null are dropped, e.g. diverged runs).
     #[arg(long, default_value = "val_ppl")]
     pub response: String,
-    /// Two factor columns, comma-separated, e.g. normalization,gating.
+    /// One to three factor columns, comma-separated, e.g. normalization,gating.
     #[arg(long)]
     pub factors: String,
+    /// A block column entering additively, e.g. `seed` when every cell ran on the same
+    /// seeds (`y ~ C(seed) + C(A)*C(B)`); adds the repeated-measures ANOVA with the
+    /// Greenhouse–Geisser correction when every block has every cell once.
+    #[arg(long)]
+    pub block: Option<String>,
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -134,8 +139,8 @@ pub fn run_anova(a: &AnovaArgs) -> Result<()> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .collect();
-    if names.len() != 2 {
-        bail!("--factors needs exactly two column names, e.g. --factors normalization,gating");
+    if names.is_empty() || names.len() > 3 {
+        bail!("--factors needs one to three column names, e.g. --factors normalization,gating");
     }
     let col = |name: &str| {
         df.column(name).map_err(|_| {
@@ -155,35 +160,63 @@ pub fn run_anova(a: &AnovaArgs) -> Result<()> {
         .cast(&DataType::Float64)
         .map_err(|e| anyhow::anyhow!("column `{response}` is not numeric: {e}"))?;
     let y: Vec<Option<f64>> = y.f64()?.iter().collect();
-    let fa = col(names[0])?.cast(&DataType::String)?;
-    let fb = col(names[1])?.cast(&DataType::String)?;
-    let (fa, fb) = (fa.str()?, fb.str()?);
+    let mut keys: Vec<&str> = names.clone();
+    if let Some(b) = &a.block {
+        keys.push(b);
+    }
+    let cols: Vec<Column> = keys
+        .iter()
+        .map(|k| Ok(col(k)?.cast(&DataType::String)?))
+        .collect::<Result<_>>()?;
+    let strs: Vec<&StringChunked> = cols.iter().map(|c| c.str()).collect::<Result<_, _>>()?;
     let mut ys = Vec::new();
-    let (mut fa_v, mut fb_v) = (Vec::new(), Vec::new());
+    let mut vals: Vec<Vec<String>> = vec![Vec::new(); keys.len()];
     let mut dropped = 0;
     for (i, &yi) in y.iter().enumerate() {
-        match (yi, fa.get(i), fb.get(i)) {
-            (Some(v), Some(p), Some(q)) if v.is_finite() => {
+        let labels: Option<Vec<&str>> = strs.iter().map(|c| c.get(i)).collect();
+        match (yi, labels) {
+            (Some(v), Some(l)) if v.is_finite() => {
                 ys.push(v);
-                fa_v.push(p.to_string());
-                fb_v.push(q.to_string());
+                for (dst, x) in vals.iter_mut().zip(l) {
+                    dst.push(x.to_string());
+                }
             }
             _ => dropped += 1,
         }
     }
-    let terms = stats::anova2::anova_two_way(&ys, &fa_v, &fb_v, names[0], names[1])?;
-    let t: Vec<serde_json::Value> = terms
+    let factors: Vec<anova::Factor> = names
         .iter()
-        .map(|t| match (t.f, t.pvalue) {
-            (Some(f), Some(p)) => json!({"term": t.term, "ss": num(t.ss), "df": num(t.df), "f": num(f), "pvalue": num(p)}),
-            _ => json!({"term": t.term, "ss": num(t.ss), "df": num(t.df)}),
-        })
+        .zip(&vals)
+        .map(|(n, v)| anova::Factor { name: n, values: v })
         .collect();
-    let json = json!({"terms": t, "n": ys.len(), "dropped": dropped});
+    let block = a.block.as_deref().map(|b| anova::Factor {
+        name: b,
+        values: &vals[names.len()],
+    });
+    let table = anova::anova(&ys, &factors, block)?;
+    let rm = block.map(|b| anova_rm::anova_rm(&ys, b.values, &factors));
+    let mut t: Vec<serde_json::Value> = table
+        .terms
+        .iter()
+        .map(|t| json!({"term": t.term, "ss": num(t.sum_sq), "df": num(t.df), "f": num(t.f), "pvalue": num(t.pvalue)}))
+        .collect();
+    t.push(
+        json!({"term": "residual", "ss": num(table.residual.sum_sq), "df": num(table.residual.df)}),
+    );
+    let mut json = json!({"terms": t, "n": ys.len(), "dropped": dropped, "block": a.block});
+    let formula = format!(
+        "{}{}",
+        a.block
+            .as_ref()
+            .map_or(String::new(), |b| format!("C({b}) + ")),
+        names
+            .iter()
+            .map(|n| format!("C({n})"))
+            .collect::<Vec<_>>()
+            .join("*")
+    );
     let mut out = format!(
-        "two-way ANOVA (type II) of {response} on {} × {}: {} rows ({dropped} dropped: null or non-finite)\n",
-        names[0],
-        names[1],
+        "ANOVA (type II) of {response} ~ {formula}: {} rows ({dropped} dropped: null or non-finite)\n",
         ys.len()
     );
     let _ = writeln!(
@@ -191,16 +224,44 @@ pub fn run_anova(a: &AnovaArgs) -> Result<()> {
         "{:<32} {:>14} {:>6} {:>12} {:>12}",
         "term", "sum sq", "df", "F", "p-value"
     );
-    for t in &terms {
+    for t in &table.terms {
         let _ = writeln!(
             out,
-            "{:<32} {:>14.6} {:>6} {:>12} {:>12}",
-            t.term,
-            t.ss,
-            t.df,
-            t.f.map_or("".into(), |f| format!("{f:.4}")),
-            t.pvalue.map_or("".into(), |p| format!("{p:.4e}"))
+            "{:<32} {:>14.6} {:>6} {:>12.4} {:>12.4e}",
+            t.term, t.sum_sq, t.df, t.f, t.pvalue
         );
+    }
+    let _ = writeln!(
+        out,
+        "{:<32} {:>14.6} {:>6}",
+        "residual", table.residual.sum_sq, table.residual.df
+    );
+    match rm {
+        Some(Ok(terms)) => {
+            json["repeated_measures"] = json!(terms
+                .iter()
+                .map(|t| json!({"term": t.term, "f": num(t.f), "num_df": num(t.num_df), "den_df": num(t.den_df),
+                                "pvalue": num(t.pvalue), "eps_gg": num(t.eps_gg), "pvalue_gg": num(t.pvalue_gg)}))
+                .collect::<Vec<_>>());
+            let _ = writeln!(
+                out,
+                "\nrepeated-measures ANOVA (subject = {}), Greenhouse–Geisser corrected:\n{:<32} {:>12} {:>8} {:>8} {:>8} {:>12} {:>12}",
+                a.block.as_deref().unwrap_or(""),
+                "term", "F", "num df", "den df", "GG eps", "p-value", "GG p-value"
+            );
+            for t in &terms {
+                let _ = writeln!(
+                    out,
+                    "{:<32} {:>12.4} {:>8} {:>8} {:>8.4} {:>12.4e} {:>12.4e}",
+                    t.term, t.f, t.num_df, t.den_df, t.eps_gg, t.pvalue, t.pvalue_gg
+                );
+            }
+        }
+        Some(Err(e)) => {
+            json["repeated_measures_error"] = json!(e.to_string());
+            let _ = writeln!(out, "\nno repeated-measures ANOVA: {e}");
+        }
+        None => {}
     }
     output::print(
         &Plain {

@@ -1,6 +1,7 @@
 //! `evoattn stats …`: statistical tests on numbers given on the command line or in a table.
 
 pub mod compare;
+pub mod describe;
 pub mod groups;
 pub mod power;
 
@@ -13,7 +14,7 @@ pub enum StatsCmd {
     /// Compare two samples: t-tests, rank tests, effect sizes, interval of the difference.
     Compare(compare::CompareArgs),
     /// Adjust p-values for multiple comparisons.
-    Adjust(compare::AdjustArgs),
+    Adjust(describe::AdjustArgs),
     /// Compare k groups: one-way ANOVA, Kruskal–Wallis and (with --blocked) Friedman.
     Kgroups(groups::KgroupsArgs),
     /// Two-way ANOVA with interaction (type II) over a runs table (Parquet or CSV).
@@ -22,18 +23,18 @@ pub enum StatsCmd {
     /// --effect) the minimum detectable effect at n and power.
     Power(power::PowerArgs),
     /// n, mean, sd and the t interval of the mean.
-    Describe(compare::DescribeArgs),
+    Describe(describe::DescribeArgs),
 }
 
 /// Runs `evoattn stats …`.
 pub fn run(c: &StatsCmd) -> Result<()> {
     match c {
         StatsCmd::Compare(a) => compare::run_compare(a),
-        StatsCmd::Adjust(a) => compare::run_adjust(a),
+        StatsCmd::Adjust(a) => describe::run_adjust(a),
         StatsCmd::Kgroups(a) => groups::run_kgroups(a),
         StatsCmd::Anova(a) => groups::run_anova(a),
         StatsCmd::Power(a) => power::run(a),
-        StatsCmd::Describe(a) => compare::run_describe(a),
+        StatsCmd::Describe(a) => describe::run_describe(a),
     }
 }
 

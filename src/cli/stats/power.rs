@@ -1,5 +1,6 @@
 //! `evoattn stats power`: power of the t-test, the n for a target power, or the minimum
-//! detectable effect.
+//! detectable effect — for two independent samples (statsmodels `TTestIndPower`) or, with
+//! `--paired`, for seed-paired runs (`TTestPower` on d_z = mean / sd of the differences).
 
 use super::check_level;
 use crate::cli::output::{self, num, Plain};
@@ -11,10 +12,10 @@ use serde_json::json;
 /// `evoattn stats power`.
 #[derive(Args)]
 pub struct PowerArgs {
-    /// Standardized effect (Cohen's d).
+    /// Standardized effect: Cohen's d, or d_z (mean / sd of the differences) with --paired.
     #[arg(long, allow_hyphen_values = true)]
     pub effect: Option<f64>,
-    /// Observations per group.
+    /// Observations per group (pairs with --paired).
     #[arg(long)]
     pub n: Option<f64>,
     /// Target power.
@@ -23,9 +24,25 @@ pub struct PowerArgs {
     /// Significance level.
     #[arg(long, default_value_t = 0.05)]
     pub alpha: f64,
+    /// Seed-paired design: the one-sample t-test on the paired differences.
+    #[arg(long)]
+    pub paired: bool,
+    /// two-sided, larger (x − y > 0) or smaller (x − y < 0), as statsmodels spells them.
+    #[arg(long, default_value = "two-sided")]
+    pub alternative: String,
     /// One JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// statsmodels' spelling (also scipy's `less`/`greater`).
+fn parse_alternative(s: &str) -> Result<Alternative> {
+    Ok(match s {
+        "two-sided" => Alternative::TwoSided,
+        "larger" | "greater" => Alternative::Greater,
+        "smaller" | "less" => Alternative::Less,
+        o => bail!("unknown --alternative `{o}`; use two-sided, larger or smaller"),
+    })
 }
 
 /// Runs `evoattn stats power`.
@@ -35,48 +52,77 @@ pub fn run(a: &PowerArgs) -> Result<()> {
     if let Some(p) = pw {
         check_level("power", p)?;
     }
-    if n.is_some_and(|n| n <= 1.0 || !n.is_finite()) {
-        bail!("--n must be more than 1 observation per group");
+    if let Some(d) = effect {
+        if !d.is_finite() {
+            bail!("--effect must be a finite number, got {d}");
+        }
     }
+    let alt = parse_alternative(&a.alternative)?;
+    let unit = if a.paired { "pairs" } else { "per group" };
+    if n.is_some_and(|n| n <= 1.0 || !n.is_finite()) {
+        bail!("--n must be more than 1 ({unit})");
+    }
+    let design = if a.paired {
+        "paired t-test"
+    } else {
+        "two-sample t-test"
+    };
+    let words = format!("{}, {design}", a.alternative);
+    let pow = |d: f64, n: f64| {
+        if a.paired {
+            power::ttest_paired_power(d, n, alpha, alt)
+        } else {
+            power::ttest_ind_power(d, n, alpha, 1.0, alt)
+        }
+    };
     let (json, text) = match (effect, n, pw) {
         (Some(_), Some(_), Some(_)) => {
             bail!("give two of --effect, --n, --power; the third is computed")
         }
-        (Some(d), n, p) if n.is_some() || p.is_some() => {
-            let r = power::power_analysis(d, n, p, alpha).ok_or_else(|| {
+        (Some(d), Some(n), None) => {
+            let p = pow(d, n);
+            (
+                json!({"effect": num(d), "alpha": num(alpha), "n": num(n), "power": num(p)}),
+                format!("power = {p:.6} with n = {n} {unit} at d = {d}, alpha = {alpha} ({words})"),
+            )
+        }
+        (Some(d), None, Some(p)) => {
+            let solved = if a.paired {
+                power::solve_n_paired(d, p, alpha, alt)
+            } else {
+                power::solve_n(d, p, alpha, alt)
+            };
+            let n = solved.ok_or_else(|| {
                 anyhow::anyhow!(
-                    "no n up to 100,000 per group reaches power {} at effect {d}",
-                    p.unwrap_or(f64::NAN)
+                    "no n up to {} {unit} reaches power {p} at effect {d} ({words})",
+                    power::MAX_N
                 )
             })?;
-            let mut v = json!({"effect": num(r.effect), "alpha": num(r.alpha), "n": num(r.n), "power": num(r.power)});
-            if let Some(c) = r.n_ceil {
-                v["n_ceil"] = json!(c);
-            }
-            let text = if let Some(c) = r.n_ceil {
-                format!(
-                    "n = {:.4} per group (use {c}) for power {} at d = {d}, alpha = {alpha} (two-sided t-test)",
-                    r.n, r.power
-                )
-            } else {
-                format!(
-                    "power = {:.6} with n = {} per group at d = {d}, alpha = {alpha} (two-sided t-test)",
-                    r.power, r.n
-                )
-            };
-            (v, text)
+            let c = n.ceil() as u64;
+            (
+                json!({"effect": num(d), "alpha": num(alpha), "n": num(n), "power": num(p), "n_ceil": c}),
+                format!("n = {n:.4} {unit} (use {c}) for power {p} at d = {d}, alpha = {alpha} ({words})"),
+            )
         }
         (None, Some(n), Some(p)) => {
-            let d = power::solve_effect(n, p, alpha, Alternative::TwoSided).ok_or_else(|| {
-                anyhow::anyhow!("no effect up to 1000 reaches power {p} at n = {n}")
+            let solved = if a.paired {
+                power::solve_effect_paired(n, p, alpha, alt)
+            } else {
+                power::solve_effect(n, p, alpha, alt)
+            };
+            let d = solved.ok_or_else(|| {
+                anyhow::anyhow!("no effect up to 1000 reaches power {p} at n = {n} ({words})")
             })?;
             (
                 json!({"effect": num(d), "alpha": num(alpha), "n": num(n), "power": num(p), "solved": "effect"}),
-                format!("minimum detectable effect d = {d:.6} with n = {n} per group at power {p}, alpha = {alpha}"),
+                format!("minimum detectable effect d = {d:.6} with n = {n} {unit} at power {p}, alpha = {alpha} ({words})"),
             )
         }
         _ => bail!("give --effect with --n (power) or --power (n), or --n with --power (minimum detectable effect)"),
     };
+    let mut json = json;
+    json["design"] = json!(if a.paired { "paired" } else { "independent" });
+    json["alternative"] = json!(a.alternative);
     output::print(
         &Plain {
             json: vec![json],
