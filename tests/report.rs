@@ -196,7 +196,7 @@ fn two_runs_per_arm_are_inconclusive_without_bootstrap_or_aso() {
         &Default::default(),
     );
     assert!(
-        md.contains("**inconclusive**") && md.contains("were detectable at 80 % power"),
+        md.contains("**inconclusive**") && md.contains("would have been detected with 80 % power"),
         "{md}"
     );
     assert!(md.contains("cannot go below p = 0.5"), "{md}");
@@ -336,6 +336,19 @@ fn ablation_finds_the_planted_factor() {
         .map(|p| (p.a, p.b))
         .collect();
     assert_eq!(differ, [(0, 1), (1, 2)], "{:?}", gating.pairs);
+    // The same pairs on gating's own error (seed × gating), over the 3 complete seeds.
+    let split: Vec<(usize, usize)> = gating
+        .pairs
+        .iter()
+        .filter(|p| p.split.unwrap().3 <= 0.05)
+        .map(|p| (p.a, p.b))
+        .collect();
+    assert_eq!(split, [(0, 1), (1, 2)], "{:?}", gating.pairs);
+    assert_eq!(
+        gating.pairs[0].split.unwrap().1,
+        2.0 * 2.0,
+        "(3 − 1)(3 − 1) df"
+    );
     let og = &gating.marginal[1];
     assert!((og.mean - 97.0).abs() < 0.6 && og.ci.low < og.mean && og.mean < og.ci.high);
     let md = write_twice(&rows, "ablate");
@@ -343,7 +356,7 @@ fn ablation_finds_the_planted_factor() {
         md.contains("## Ablation") && md.contains("| normalization × gating |"),
         "{md}"
     );
-    assert!(md.contains("Best gating on average: `output_gate`"), "{md}");
+    assert!(md.contains("Lowest gating mean: `output_gate`"), "{md}");
     assert!(md.contains("1 run(s) diverged"), "{md}");
     assert!(md.contains("report.ablation.svg"), "{md}");
 }

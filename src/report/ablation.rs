@@ -9,7 +9,13 @@
 //!   factors' cells; the t interval of those per-seed means (so the interval carries the
 //!   seed-to-seed variance, on n_seeds − 1 df).
 //! - Level comparisons: contrasts of estimated marginal means on the blocked fit (its
-//!   residual error and df, as statsmodels OLS `t_test`), Holm within each factor.
+//!   residual error and df, as statsmodels OLS `t_test`), Holm within each factor; and the
+//!   same contrasts on the factor's own error term, the seed × factor interaction of the
+//!   per-seed level means (as the repeated-measures ANOVA tests the factor), which does not
+//!   assume that every seed × effect interaction has the same variance.
+//! - The verdict lines use the repeated-measures ANOVA (each effect against its own seed ×
+//!   effect error, Greenhouse–Geisser-corrected) and the split-error contrasts when every
+//!   cell has enough complete seeds; the single-error blocked fit otherwise.
 //! - A blocked rank test per factor on the per-seed level means: Friedman (three levels or
 //!   more) or Wilcoxon (two); a diverged cell makes its level rank worst on that seed.
 
@@ -84,6 +90,9 @@ pub struct LevelPair {
     pub pvalue: f64,
     /// Holm-adjusted within the factor.
     pub pvalue_holm: f64,
+    /// The same contrast on the factor's own error (seed × factor interaction of the
+    /// per-seed level means, over complete seeds): (se, df, p, Holm p).
+    pub split: Option<(f64, f64, f64, f64)>,
 }
 
 /// The ablation analysis.
@@ -240,6 +249,7 @@ pub fn analyse(rows: &[RunRow], opts: &Options) -> Option<AblationAnalysis> {
                             df: c.df,
                             pvalue: c.pvalue,
                             pvalue_holm: f64::NAN,
+                            split: None,
                         });
                     }
                 }
@@ -253,6 +263,7 @@ pub fn analyse(rows: &[RunRow], opts: &Options) -> Option<AblationAnalysis> {
                 }
             }
         }
+        split_contrasts(&mut pairs, &per_seed);
         factors.push(Factor {
             component: comp,
             name: comp.to_string(),
@@ -290,6 +301,59 @@ pub fn analyse(rows: &[RunRow], opts: &Options) -> Option<AblationAnalysis> {
         cells,
         seeds: seeds.len(),
     })
+}
+
+/// The contrasts of `pairs` on the factor's own error: the residual mean square of the
+/// additive seed + level model over the per-seed level means of the seeds on which every
+/// level's cells all finished, df (S − 1)(k − 1); se of a difference of two level means
+/// √(2·MS/S). Holm over the factor's pairs.
+fn split_contrasts(pairs: &mut [LevelPair], per_seed: &[BTreeMap<u64, (f64, bool)>]) {
+    let Some(first) = per_seed.first() else {
+        return;
+    };
+    let seeds: Vec<u64> = first
+        .keys()
+        .copied()
+        .filter(|s| per_seed.iter().all(|m| m.get(s).is_some_and(|v| v.1)))
+        .collect();
+    if seeds.len() < 2 {
+        return;
+    }
+    let matrix: Vec<Vec<f64>> = per_seed
+        .iter()
+        .map(|m| seeds.iter().map(|s| m[s].0).collect())
+        .collect();
+    let Ok(i) = stats::noise::interaction_sd(&matrix) else {
+        return;
+    };
+    let n = seeds.len() as f64;
+    let se = (2.0 * i.ms_resid / n).sqrt();
+    let mut ps = Vec::new();
+    for p in pairs.iter_mut() {
+        let d = stats::mean(&matrix[p.a]) - stats::mean(&matrix[p.b]);
+        let t = d / se;
+        let pv = if t.is_finite() {
+            (2.0 * stats::t_sf(t.abs(), i.df)).min(1.0)
+        } else {
+            f64::NAN
+        };
+        p.split = Some((se, i.df, pv, f64::NAN));
+        ps.push(pv);
+    }
+    if ps.iter().all(|p| p.is_finite()) {
+        if let Ok(adj) = multitest::adjust(&ps, multitest::Method::Holm) {
+            for (p, q) in pairs.iter_mut().zip(adj) {
+                if let Some(sp) = &mut p.split {
+                    sp.3 = q;
+                }
+            }
+        }
+    }
+}
+
+/// The Holm p of a pair used by the verdict: the split-error one when there is one.
+fn verdict_p(p: &LevelPair) -> f64 {
+    p.split.map_or(p.pvalue_holm, |s| s.3)
 }
 
 /// Friedman (three levels or more) or Wilcoxon (two) over the seeds every level has.
@@ -331,14 +395,33 @@ fn term_name(t: &str) -> String {
     t.replace(':', " × ")
 }
 
-/// Plain-words summary lines for the verdict.
+/// Plain-words summary lines for the verdict: the repeated-measures ANOVA when there is
+/// one (each effect against its own seed × effect error, GG-corrected), else the blocked
+/// fit; then the lowest level per factor and the levels it is Holm-significantly below.
 pub fn verdict(a: &AblationAnalysis, alpha: f64) -> Vec<String> {
     let mut out = Vec::new();
-    match &a.blocked {
-        Ok(t) => {
+    match (&a.rm, &a.blocked) {
+        (Ok((terms, n)), _) => {
+            for t in terms {
+                out.push(format!(
+                    "{}: F({}, {}) = {}, Greenhouse–Geisser p = {} (repeated measures over {n} seeds, each effect against its own seed × effect error) — {}.",
+                    term_name(&t.term),
+                    t.num_df,
+                    t.den_df,
+                    f2(t.f),
+                    pfmt(t.pvalue_gg),
+                    if t.pvalue_gg <= alpha {
+                        "a detectable effect"
+                    } else {
+                        "no detectable effect"
+                    }
+                ));
+            }
+        }
+        (Err(_), Ok(t)) => {
             for term in t.terms.iter().filter(|t| t.term != "seed") {
                 out.push(format!(
-                    "{}: F({}, {}) = {}, p = {} (seed as a block) — {}.",
+                    "{}: F({}, {}) = {}, p = {} (seed as a block, one pooled error) — {}.",
                     term_name(&term.term),
                     term.df,
                     t.residual.df,
@@ -352,7 +435,7 @@ pub fn verdict(a: &AblationAnalysis, alpha: f64) -> Vec<String> {
                 ));
             }
         }
-        Err(e) => out.push(format!("No blocked ANOVA: {e}.")),
+        (Err(e), Err(_)) => out.push(format!("No ANOVA: {e}.")),
     }
     for f in &a.factors {
         let best = f
@@ -365,21 +448,24 @@ pub fn verdict(a: &AblationAnalysis, alpha: f64) -> Vec<String> {
         let sig: Vec<String> = f
             .pairs
             .iter()
-            .filter(|p| p.pvalue_holm <= alpha && (p.a == best || p.b == best))
+            .filter(|p| verdict_p(p) <= alpha && (p.a == best || p.b == best))
             .map(|p| f.levels[if p.a == best { p.b } else { p.a }].clone())
             .collect();
         out.push(format!(
-            "Best {} on average: `{}` ({} ppl); Holm-significantly better than {}.",
+            "Lowest {} mean: `{}` ({} ppl); {}.",
             f.name,
             f.levels[best],
             f2(f.marginal[best].mean),
             if sig.is_empty() {
-                "no other level".to_string()
+                "not distinguishable from any other level".to_string()
             } else {
-                sig.iter()
-                    .map(|l| format!("`{l}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                format!(
+                    "Holm-significantly lower than {}",
+                    sig.iter()
+                        .map(|l| format!("`{l}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             }
         ));
     }
@@ -452,7 +538,7 @@ pub fn markdown(a: &AblationAnalysis, alpha: f64, plot: Option<&str>) -> String 
         Ok(t) => {
             let _ = writeln!(
                 s,
-                "\nEvery cell trained on the same {} seeds, so seed is a block. ANOVA of validation ppl, type II sums of squares, `y ~ C(seed) + {formula}` (as statsmodels `anova_lm(typ=2)`), finished runs only:\n",
+                "\nEvery cell trained on the same {} seeds, so seed is a block. ANOVA of validation ppl, type II sums of squares, `y ~ C(seed) + {formula}` (as statsmodels `anova_lm(typ=2)`), finished runs only; its single pooled error assumes that every seed × effect interaction has the same variance:\n",
                 a.seeds
             );
             anova_table(&mut s, t);
@@ -465,19 +551,20 @@ pub fn markdown(a: &AblationAnalysis, alpha: f64, plot: Option<&str>) -> String 
         Ok((terms, n)) => {
             let _ = writeln!(
                 s,
-                "\nRepeated-measures ANOVA (statsmodels `AnovaRM`, subject = seed, over the {n} seeds on which every cell finished), with the Greenhouse–Geisser ε and corrected p:\n\n| term | F | df | GG ε | p | GG p |\n|---|---:|---:|---:|---:|---:|"
+                "\nRepeated-measures ANOVA (statsmodels `AnovaRM`, subject = seed, over the {n} seeds on which every cell finished): each effect is tested against its own seed × effect interaction, with the Greenhouse–Geisser ε and corrected p, and the lower-bound p (ε = 1/df, the most conservative correction; with few seeds the estimated ε of a many-df term is capped near (seeds − 1)/df by the rank of its covariance). This is the analysis the verdict uses.\n\n| term | F | df | GG ε | p | GG p | lower-bound p |\n|---|---:|---:|---:|---:|---:|---:|"
             );
             for t in terms {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {}, {} | {} | {} | {} |",
+                    "| {} | {} | {}, {} | {} | {} | {} | {} |",
                     term_name(&t.term),
                     f2(t.f),
                     t.num_df,
                     t.den_df,
                     f2(t.eps_gg),
                     pfmt(t.pvalue),
-                    pfmt(t.pvalue_gg)
+                    pfmt(t.pvalue_gg),
+                    pfmt(kgroups::f_sf(t.f, 1.0, t.den_df / t.num_df))
                 );
             }
         }
@@ -498,7 +585,7 @@ pub fn markdown(a: &AblationAnalysis, alpha: f64, plot: Option<&str>) -> String 
     for f in &a.factors {
         let _ = writeln!(
             s,
-            "\n### {}\n\nMarginal means over finished runs; the 95 % interval is the t interval over seeds of each seed's mean of the level's cells (seeds on which all of them finished), so it includes the seed-to-seed variance.{}\n\n| level | runs | mean val ppl | seeds | 95 % CI |\n|---|---:|---:|---:|---:|",
+            "\n### {}\n\nMarginal means over finished runs; the 95 % interval is the t interval over seeds of each seed's mean of the level's cells (seeds on which all of them finished), so it includes the seed-to-seed variance; it describes a level's mean across seeds and is not for comparing levels (see the contrasts, which cancel the shared seed effect).{}\n\n| level | runs | mean val ppl | seeds | 95 % CI |\n|---|---:|---:|---:|---:|",
             f.name,
             match &f.rank {
                 Some(r) => format!(
@@ -524,21 +611,30 @@ pub fn markdown(a: &AblationAnalysis, alpha: f64, plot: Option<&str>) -> String 
         }
         let _ = writeln!(
             s,
-            "\nContrasts of estimated marginal means on the blocked fit (its residual error and df, as statsmodels OLS `t_test`; Holm over the {} pairs of this factor):\n\n| level | level | diff (ppl) | se | df | p | Holm p | differ |\n|---|---|---:|---:|---:|---:|---:|---|",
-            f.pairs.len()
+            "\nContrasts of estimated marginal means, Holm over the {} pairs of this factor: on the blocked fit (its pooled residual error and df, as statsmodels OLS `t_test`), and on the factor's own error (the seed × {} interaction of the per-seed level means, as the repeated-measures ANOVA tests {}; the verdict uses this one):\n\n| level | level | diff (ppl) | se (pooled) | df | Holm p (pooled) | se (own error) | df | Holm p (own error) | differ |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+            f.pairs.len(),
+            f.name,
+            f.name
         );
         for p in &f.pairs {
+            let (sse, sdf, _, sp) = p.split.unwrap_or((f64::NAN, f64::NAN, f64::NAN, f64::NAN));
             let _ = writeln!(
                 s,
-                "| `{}` | `{}` | {} | {} | {} | {} | {} | {} |",
+                "| `{}` | `{}` | {} | {} | {} | {} | {} | {} | {} | {} |",
                 f.levels[p.a],
                 f.levels[p.b],
                 f2(p.diff),
                 f2(p.se),
                 p.df,
-                pfmt(p.pvalue),
                 pfmt(p.pvalue_holm),
-                if p.pvalue_holm <= alpha { "yes" } else { "no" }
+                f2(sse),
+                if sdf.is_finite() {
+                    sdf.to_string()
+                } else {
+                    "–".into()
+                },
+                pfmt(sp),
+                if verdict_p(p) <= alpha { "yes" } else { "no" }
             );
         }
     }

@@ -33,7 +33,8 @@ pub const TARGET_POWER: f64 = 0.8;
 pub struct Options {
     /// The margin δ (ppl): differences smaller than this do not matter in practice.
     pub margin: f64,
-    /// Family-wise level (Holm).
+    /// Level of every test; Holm keeps each kind of claim (difference, better by ≥ δ,
+    /// worse by ≥ δ, equivalence) at this family-wise level across the genes compared.
     pub alpha: f64,
     /// Bootstrap resamples.
     pub resamples: usize,
@@ -77,7 +78,7 @@ pub enum AsoResult {
     /// ε_min for "the gene is better than the baseline".
     Defined(f64),
     /// Not reported, with the reason.
-    Undefined(&'static str),
+    Undefined(String),
 }
 
 /// A gene against the baseline (differences are gene − baseline; lower is better).
@@ -119,6 +120,8 @@ pub struct Comparison {
     pub verdict: Verdict,
     /// The sd power is planned with: of the paired differences, or the pooled sd.
     pub sd: f64,
+    /// Its 95 % chi-square interval (the planning figures are only as good as the sd).
+    pub sd_ci: Interval,
     /// Smallest difference (ppl) the two-sided test detects with 80 % power at this n.
     pub mde_80: f64,
     /// Seeds (pairs, or runs per arm) for 80 % power to detect a difference of δ.
@@ -148,11 +151,31 @@ pub struct Selection {
     pub sd: f64,
     /// `replicate stage` or `search stage`, or `pooled seed sd` when no shared seeds.
     pub sd_from: &'static str,
-    /// Expected inflation of the best of `genes` equal genes at `sd`.
+    /// Seeds behind a gene's search score (its score's noise is sd / √seeds).
+    pub seeds_per_gene: usize,
+    /// Expected inflation of the best of `genes` equal genes, E[max of `genes` standard
+    /// normals] × sd / √seeds_per_gene.
     pub curse: f64,
-    /// Per replicated gene: its search-stage fitness, its fresh-seed mean, and the
-    /// shrinkage (fresh − search).
-    pub shrinkage: Vec<(Gene, f64, f64, f64)>,
+    /// Per replicated gene: what the search selected on — its edge over the baseline
+    /// (gene − baseline) on the search seeds both ran — against the same edge on the fresh
+    /// seeds, and the shrinkage (fresh − search; positive: the search flattered it).
+    pub shrinkage: Vec<Shrinkage>,
+}
+
+/// One replicated gene's edge over the baseline in the search and on fresh seeds.
+#[derive(Debug, Clone)]
+pub struct Shrinkage {
+    /// Gene.
+    pub gene: Gene,
+    /// Mean of gene − baseline on the search seeds both ran (NaN: the baseline was not in
+    /// the search on those seeds).
+    pub search_edge: f64,
+    /// Search seeds in that mean.
+    pub search_seeds: usize,
+    /// Mean of gene − baseline on the fresh (replicate) seeds both finished.
+    pub fresh_edge: f64,
+    /// fresh_edge − search_edge.
+    pub shrinkage: f64,
 }
 
 /// Everything a report says.
@@ -357,28 +380,47 @@ fn selection(
         ),
     };
     let genes = by_gene.len();
+    let mut counts: Vec<usize> = by_gene.values().map(|v| v.len()).collect();
+    counts.sort_unstable();
+    let seeds_per_gene = counts[counts.len() / 2].max(1);
+    let val = |rs: &[&RunRow], g: Gene, s: u64| {
+        rs.iter()
+            .find(|r| r.gene == g && r.seed == s)
+            .and_then(|r| r.val_ppl)
+    };
+    let edge = |rs: &[&RunRow], g: Gene| -> (f64, usize) {
+        let d: Vec<f64> = rs
+            .iter()
+            .filter(|r| r.gene == g)
+            .filter_map(|r| Some(r.val_ppl? - val(rs, Gene::BASELINE, r.seed)?))
+            .collect();
+        (stats::mean(&d), d.len())
+    };
     let shrinkage = scoped
         .iter()
-        .filter(|r| r.stage == Stage::Replicate)
+        .filter(|r| r.stage == Stage::Replicate && r.gene != Gene::BASELINE)
         .map(|r| r.gene)
         .collect::<std::collections::BTreeSet<Gene>>()
         .into_iter()
-        .filter_map(|g| {
-            let s: Vec<Option<f64>> = by_gene.get(&g.index())?.iter().map(|r| r.val_ppl).collect();
-            let fresh: Vec<f64> = scoped
-                .iter()
-                .filter(|r| r.gene == g)
-                .filter_map(|r| r.val_ppl)
-                .collect();
-            let (sf, ff) = (crate::search::fitness(&s), stats::mean(&fresh));
-            Some((g, sf, ff, ff - sf))
+        .filter(|g| by_gene.contains_key(&g.index()))
+        .map(|g| {
+            let (search_edge, search_seeds) = edge(&search, g);
+            let (fresh_edge, _) = edge(scoped, g);
+            Shrinkage {
+                gene: g,
+                search_edge,
+                search_seeds,
+                fresh_edge,
+                shrinkage: fresh_edge - search_edge,
+            }
         })
         .collect();
     Some(Selection {
         genes,
         sd,
         sd_from,
-        curse: stats::noise::winners_curse(genes, sd),
+        seeds_per_gene,
+        curse: stats::noise::winners_curse(genes, sd / (seeds_per_gene as f64).sqrt()),
         shrinkage,
     })
 }
@@ -452,9 +494,19 @@ fn ceil(n: Option<f64>) -> Option<u64> {
 }
 
 fn compare_one(rs: &[&RunRow], base: &[&RunRow], opts: &Options) -> Comparison {
-    let seeds: Vec<u64> = rs.iter().map(|r| r.seed).collect();
-    let base_seeds: Vec<u64> = base.iter().map(|r| r.seed).collect();
-    let paired = seeds == base_seeds;
+    // Paired on the seeds both ran, when they share at least two; else unpaired.
+    let base_of = |s: u64| base.iter().find(|b| b.seed == s);
+    let shared: Vec<(&&RunRow, &&RunRow)> = rs
+        .iter()
+        .filter_map(|a| Some((a, base_of(a.seed)?)))
+        .collect();
+    let paired = shared.len() >= 2;
+    let (rs, base): (Vec<&RunRow>, Vec<&RunRow>) = if paired {
+        shared.iter().map(|(a, b)| (**a, **b)).unzip()
+    } else {
+        (rs.to_vec(), base.to_vec())
+    };
+    let (rs, base) = (rs.as_slice(), base.as_slice());
     let (x, y): (Vec<f64>, Vec<f64>) = if paired {
         rs.iter()
             .zip(base)
@@ -531,13 +583,21 @@ fn compare_one(rs: &[&RunRow], base: &[&RunRow], opts: &Options) -> Comparison {
     });
     let neg = |v: &[f64]| v.iter().map(|a| -a).collect::<Vec<_>>();
     let aso = if small {
-        AsoResult::Undefined("fewer than 5 runs per arm")
+        AsoResult::Undefined("fewer than 5 runs per arm".into())
     } else {
         let a = aso::aso(&neg(&x), &neg(&y), opts.alpha, 1000, 1000, opts.seed);
         if !a.epsilon_min.is_finite() {
-            AsoResult::Undefined("the two samples' quantile functions coincide")
+            AsoResult::Undefined("the two samples' quantile functions coincide".into())
         } else if a.spread == 0.0 {
-            AsoResult::Undefined("every bootstrap resample gives the same violation ratio")
+            AsoResult::Undefined(format!(
+                "every bootstrap resample gives the same violation ratio, {}{}, so its bound carries no uncertainty",
+                a.violation_ratio,
+                if a.violation_ratio == 0.0 {
+                    ": the quantile functions never cross"
+                } else {
+                    ""
+                }
+            ))
         } else {
             AsoResult::Defined(a.epsilon_min)
         }
@@ -577,7 +637,13 @@ fn compare_one(rs: &[&RunRow], base: &[&RunRow], opts: &Options) -> Comparison {
             power::tost_solve_n(design, opts.margin / sd, TARGET_POWER, opts.alpha, 0.0),
         )
     };
+    let sd_df = if paired {
+        x.len() as f64 - 1.0
+    } else {
+        (x.len() + y.len()) as f64 - 2.0
+    };
     Comparison {
+        sd_ci: stats::sd_interval(sd, sd_df, 0.95),
         gene: rs[0].gene,
         n: x.len(),
         n_baseline: y.len(),

@@ -1,8 +1,9 @@
 //! A contrast between two studies that share genes and seeds (e.g. a tuned and an untuned
 //! replication): per gene, the seed-paired difference-in-differences
 //! (gene − baseline here) − (gene − baseline there), its t interval and p (a one-sample t
-//! on the per-seed values), Holm-adjusted over the genes. The direct test of "tuning
-//! removes the edge".
+//! on the per-seed values), Holm-adjusted over the genes. It tests whether the edge
+//! changed between the studies (e.g. with tuning); it can show a change, not that an edge
+//! vanished (that needs equivalence of the edge in the other study).
 
 use super::{f2, pfmt};
 use crate::gene::Gene;
@@ -132,7 +133,7 @@ pub fn markdown(c: &Contrast) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "\n## Contrast with study `{}`\n\nFor each gene both studies ran with the baseline on the same seeds: the seed-paired difference-in-differences (gene − baseline here) − (gene − baseline in `{}`), a paired t-test over the seeds on which all four runs finished, Holm over the genes (α = {}). Negative: the gene's edge is larger here.\n\n| gene | seeds | gene − baseline here | there | difference-in-differences | {:.0} % t CI | p | Holm p | detectable change (80 %) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "\n## Contrast with study `{}`\n\nFor each gene both studies ran with the baseline on the same seeds: the seed-paired difference-in-differences (gene − baseline here) − (gene − baseline in `{}`), a paired t-test over the seeds on which all four runs finished, Holm over the genes (α = {}). Negative: the gene's edge is larger here. This tests whether the edge changed; not rejecting it does not show that the edge is the same, nor that it vanished.\n\n| gene | seeds | gene − baseline here | there | difference-in-differences | {:.0} % t CI | p | Holm p | detectable change (80 %) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         c.other,
         c.other,
         c.alpha,

@@ -52,15 +52,18 @@ fn could_show(c: &Comparison, opts: &Options) -> String {
         "runs per arm"
     };
     let mut t = format!(
-        "with {} only differences above {} ppl were detectable at 80 % power",
+        "with {} a true difference of about {} ppl would have been detected with 80 % power (planned at the observed sd of {} ppl, itself uncertain: 95 % CI {} to {})",
         design_words(c),
-        f2(c.mde_80)
+        f2(c.mde_80),
+        f2(c.sd),
+        f2(c.sd_ci.low),
+        f2(c.sd_ci.high)
     );
     match c.seeds_for_equivalence_80 {
         Some(n) => {
             let _ = write!(
                 t,
-                ", and showing equivalence within ±{} ppl would take about {n} {unit} (if the true difference were 0)",
+                ", and showing equivalence within ±{} ppl would take about {n} {unit} at that sd (if the true difference were 0)",
                 opts.margin
             );
         }
@@ -87,7 +90,7 @@ pub fn sentence(c: &Comparison, opts: &Options) -> String {
         Verdict::BetterByMargin | Verdict::WorseByMargin => {
             let better = c.verdict == Verdict::BetterByMargin;
             format!(
-                "`{g}` is **{} than the baseline by at least {d} ppl**: {} by {} ppl ({lvl} % t CI {} to {}; Holm-adjusted p = {} that it is {} by more than {d} ppl; {}).",
+                "`{g}` is **{} than the baseline by at least {d} ppl**: {} by {} ppl ({lvl} % t CI {} to {}; Holm-adjusted p = {} against H0: {} by more than {d} ppl; {}).",
                 if better { "better" } else { "worse" },
                 if better { "lower" } else { "higher" },
                 f2(c.diff.abs()),
@@ -182,7 +185,7 @@ pub fn markdown(a: &Analysis, rows: &[RunRow], prov: &Provenance, plots: &PlotFi
     if !a.comparisons.is_empty() {
         let _ = writeln!(
             s,
-            "\nLower perplexity is better; δ = {} ppl is the margin below which a difference does not matter. Each gene is tested against the baseline four ways — the difference (two-sided), better by more than δ and worse by more than δ (one-sided minimum-effect tests), and equivalence within ±δ (TOST) — each p-value Holm-adjusted over the {} comparisons, at α = {}. \"At least δ\" and \"equivalent\" are decided by those tests, never by a point estimate; intervals are t intervals of the test that made the verdict (90 % for the one-sided and TOST tests, 95 % otherwise), not adjusted for multiplicity. Analysed: {}.\n",
+            "\nLower perplexity is better; δ = {} ppl is the margin below which a difference does not matter. Each gene is tested against the baseline four ways — the difference (two-sided), better by more than δ and worse by more than δ (one-sided minimum-effect tests), and equivalence within ±δ (TOST) — each kind of p-value Holm-adjusted over the {} comparisons, at α = {} (so each kind of claim is held at that family-wise level; within one gene the four tests cannot contradict each other). \"At least δ\" and \"equivalent\" are decided by those tests, never by a point estimate; intervals are t intervals of the test that made the verdict (90 % for the one-sided and TOST tests, 95 % otherwise), not adjusted for multiplicity. Analysed: {}.\n",
             o.margin,
             a.comparisons.len(),
             o.alpha,
@@ -290,15 +293,17 @@ pub fn markdown(a: &Analysis, rows: &[RunRow], prov: &Provenance, plots: &PlotFi
         }
         let _ = writeln!(
             s,
-            "\nWhat these runs can show (planned for the design as run, at the observed sd, 80 % power, α = {}; never power at the observed effect):\n\n| gene | sd used (ppl) | design | detectable difference (ppl) | seeds to detect δ | seeds for equivalence within ±δ |\n|---|---:|---|---:|---:|---:|",
+            "\nWhat these runs can show (planned for the design as run, at the observed sd, 80 % power, unadjusted α = {}; never power at the observed effect; the figures scale with the sd, whose 95 % interval is given):\n\n| gene | sd used (ppl) | 95 % CI of the sd | design | difference detected with 80 % power (ppl) | seeds to detect a true difference of δ (two-sided) | seeds for equivalence within ±δ (true difference 0) |\n|---|---:|---:|---|---:|---:|---:|",
             o.alpha
         );
         for c in &a.comparisons {
             let _ = writeln!(
                 s,
-                "| `{}` | {} | {} | {} | {} | {} |",
+                "| `{}` | {} | {} – {} | {} | {} | {} | {} |",
                 c.gene,
                 f2(c.sd),
+                f2(c.sd_ci.low),
+                f2(c.sd_ci.high),
                 if c.paired {
                     format!("{} pairs (paired differences)", c.n)
                 } else {
@@ -384,21 +389,37 @@ pub fn markdown(a: &Analysis, rows: &[RunRow], prov: &Provenance, plots: &PlotFi
     if let Some(sel) = &a.selection {
         let _ = writeln!(
             s,
-            "\n## Selection\n\nThe search evaluated {} distinct genes. Picking the best of {} equal genes scored once each would look better than the truth by {} ppl in expectation (the winner's curse: E[max of {} standard normals] × {} ppl, the sd of {}); compare the search's raw improvement with that.",
+            "\n## Selection\n\nThe search evaluated {} distinct genes, each scored on {} seed(s). Picking the best of {} equal genes would look better than the truth by {} ppl in expectation (the winner's curse: E[max of {} standard normals] × {} ppl / √{}, the sd of {}; an approximation for independent, equal genes); compare the search's raw improvement with that.",
             sel.genes,
+            sel.seeds_per_gene,
             sel.genes,
             f2(sel.curse),
             sel.genes,
             f2(sel.sd),
+            sel.seeds_per_gene,
             sel.sd_from
         );
         if !sel.shrinkage.is_empty() {
             let _ = writeln!(
                 s,
-                "\nEach replicated gene's search score against its fresh-seed mean (positive shrinkage: the search flattered it):\n\n| gene | search fitness (val ppl) | fresh-seed mean | shrinkage (ppl) |\n|---|---:|---:|---:|"
+                "\nWhat the search selected on — each replicated gene's edge over the baseline (gene − baseline, seed-paired) on the search seeds — against the same edge on the fresh seeds (positive shrinkage: the search flattered the gene):\n\n| gene | search seeds | edge in the search (ppl) | edge on fresh seeds (ppl) | shrinkage (ppl) |\n|---|---:|---:|---:|---:|"
             );
-            for (g, sf, ff, d) in &sel.shrinkage {
-                let _ = writeln!(s, "| `{g}` | {} | {} | {} |", f2(*sf), f2(*ff), f2(*d));
+            for x in &sel.shrinkage {
+                let _ = writeln!(
+                    s,
+                    "| `{}` | {} | {} | {} | {} |",
+                    x.gene,
+                    x.search_seeds,
+                    f2(x.search_edge),
+                    f2(x.fresh_edge),
+                    f2(x.shrinkage)
+                );
+            }
+            if sel.shrinkage.iter().any(|x| x.search_seeds == 0) {
+                let _ = writeln!(
+                    s,
+                    "\nA gene without search seeds shared with the baseline has no seed-paired search edge (–)."
+                );
             }
         }
     }

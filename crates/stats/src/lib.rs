@@ -262,6 +262,30 @@ pub fn describe(x: &[f64], level: f64) -> Describe {
     }
 }
 
+/// The equal-tailed interval of a standard deviation `sd` estimated on `df` degrees of
+/// freedom: sd·√(df / χ²_{df, (1+level)/2}) to sd·√(df / χ²_{df, (1−level)/2}) (the
+/// usual chi-square interval under normality). NaN ends for df ≤ 0 or a non-finite sd.
+pub fn sd_interval(sd: f64, df: f64, level: f64) -> Interval {
+    use statrs::distribution::ChiSquared;
+    let nan = Interval {
+        level,
+        low: f64::NAN,
+        high: f64::NAN,
+    };
+    if !(df > 0.0 && sd.is_finite() && level > 0.0 && level < 1.0) {
+        return nan;
+    }
+    let Ok(c) = ChiSquared::new(df) else {
+        return nan;
+    };
+    let q = |p: f64| c.inverse_cdf(p);
+    Interval {
+        level,
+        low: sd * (df / q(0.5 + level / 2.0)).sqrt(),
+        high: sd * (df / q(0.5 - level / 2.0)).sqrt(),
+    }
+}
+
 /// d = x − y for a paired test; an error when the samples differ in length.
 pub fn paired_differences(x: &[f64], y: &[f64]) -> anyhow::Result<Vec<f64>> {
     anyhow::ensure!(
@@ -281,4 +305,23 @@ pub fn check_finite(name: &str, x: &[f64]) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod sd_interval_tests {
+    use super::sd_interval;
+
+    /// scipy 1.17: sd·sqrt(df/chi2.ppf(0.975, df)), sd·sqrt(df/chi2.ppf(0.025, df)).
+    #[test]
+    fn matches_scipy_chi_square_quantiles() {
+        for (sd, df, lo, hi) in [
+            (4.21, 9.0, 2.8957862204132887, 7.685818868407406),
+            (1.0, 3.0, 0.566489546602246, 3.728547275827744),
+        ] {
+            let i = sd_interval(sd, df, 0.95);
+            assert!((i.low - lo).abs() < 1e-9 * lo, "{i:?}");
+            assert!((i.high - hi).abs() < 1e-9 * hi, "{i:?}");
+        }
+        assert!(sd_interval(1.0, 0.0, 0.95).low.is_nan());
+    }
 }
