@@ -19,11 +19,19 @@ pub enum Stage {
     Tune,
     /// A full factorial over components (ablate).
     Ablate,
+    /// Rounds of a race over seeds (race; its confirmation is a replicate stage).
+    Race,
 }
 
 impl Stage {
     /// Every stage.
-    pub const ALL: [Stage; 4] = [Stage::Search, Stage::Replicate, Stage::Tune, Stage::Ablate];
+    pub const ALL: [Stage; 5] = [
+        Stage::Search,
+        Stage::Replicate,
+        Stage::Tune,
+        Stage::Ablate,
+        Stage::Race,
+    ];
 
     /// The name stored in `runs.parquet`.
     pub fn as_str(self) -> &'static str {
@@ -32,6 +40,7 @@ impl Stage {
             Stage::Replicate => "replicate",
             Stage::Tune => "tune",
             Stage::Ablate => "ablate",
+            Stage::Race => "race",
         }
     }
 }
@@ -54,7 +63,9 @@ impl FromStr for Stage {
         Stage::ALL
             .into_iter()
             .find(|x| x.as_str() == s)
-            .ok_or_else(|| format!("unknown stage `{s}` (valid: search, replicate, tune, ablate)"))
+            .ok_or_else(|| {
+                format!("unknown stage `{s}` (valid: search, replicate, tune, ablate, race)")
+            })
     }
 }
 
@@ -194,6 +205,27 @@ pub struct GenerationRow {
     pub fitness: f64,
     /// Seeds in that mean.
     pub n_seeds: u64,
+}
+
+/// One row of `race.parquet`: one candidate after one round of a race.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaceRow {
+    /// 0-based round.
+    pub round: u64,
+    /// Candidate.
+    pub gene: Gene,
+    /// Seeds it has so far.
+    pub n_seeds: u64,
+    /// Mean validation ppl over its finished runs.
+    pub mean: f64,
+    /// Its rank sum over the seeds (1 = best per seed).
+    pub rank_sum: f64,
+    /// Alive after this round's test.
+    pub alive: bool,
+    /// Eliminated by this round's test.
+    pub eliminated: bool,
+    /// The p-value of the test that eliminated it (this round), else NaN.
+    pub pvalue: f64,
 }
 
 /// Current UTC time as RFC 3339 (seconds).

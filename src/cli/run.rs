@@ -128,6 +128,9 @@ pub fn run(a: &RunArgs, threads_per_job: usize, jobs: usize) -> Result<()> {
     if let Some(ev) = &driven.evolve {
         exec.store.write_generations(&ev.rows)?;
     }
+    if let Some(r) = &driven.race {
+        exec.store.write_race(&r.rows)?;
+    }
     println!("{}", study::summary_table(&driven, &exec.store));
     eprintln!(
         "{} unit(s) trained now, {} reused from the store; {n} row(s) in {} ({:.0} s)",

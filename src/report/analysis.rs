@@ -205,6 +205,8 @@ pub struct Analysis {
     pub tune: Option<tune::TuneAnalysis>,
     /// Ablation (ablate studies).
     pub ablation: Option<ablation::AblationAnalysis>,
+    /// The race (race studies; read from `race.parquet` by the report writer).
+    pub race: Option<super::race::RaceAnalysis>,
     /// Unit ids of the analysed runs.
     pub unit_ids: std::collections::BTreeSet<String>,
     /// The configuration of each analysed gene (its first run's).
@@ -308,6 +310,7 @@ pub fn analyse(rows: &[RunRow], opts: Options) -> Analysis {
         selection,
         tune: tuning,
         ablation,
+        race: None,
         unit_ids,
         per_gene_config,
         options: opts,

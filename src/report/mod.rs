@@ -15,6 +15,7 @@ pub mod contrast;
 pub mod export;
 pub mod markdown;
 pub mod plots;
+pub mod race;
 pub mod tune;
 
 pub use analysis::{analyse, Analysis, AsoResult, Comparison, Line, Options, Verdict};
@@ -25,7 +26,9 @@ pub use markdown::{markdown, sentence, PlotFiles};
 
 use crate::record::RunRow;
 use crate::study::spec::AnalysisSpec;
-use crate::study::store::schema::{curves_from_frame, generations_from_frame, runs_from_frame};
+use crate::study::store::schema::{
+    curves_from_frame, generations_from_frame, race_from_frame, runs_from_frame,
+};
 use crate::study::store::{read_parquet, write_atomic, write_parquet, StoreMeta};
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
@@ -53,6 +56,9 @@ impl Analysis {
         }
         if let Some(a) = &self.ablation {
             v.push(a);
+        }
+        if let Some(r) = &self.race {
+            v.push(r);
         }
         v
     }
@@ -229,7 +235,10 @@ pub fn write_full(
     extras: &Extras<'_>,
 ) -> Result<Analysis> {
     let compare = extras.compare_search;
-    let a = analyse(rows, extras.options);
+    let mut a = analyse(rows, extras.options);
+    if let Some(p) = Some(store_dir.join("race.parquet")).filter(|p| p.exists()) {
+        a.race = race::analyse(&race_from_frame(&read_parquet(&p)?)?);
+    }
     let dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

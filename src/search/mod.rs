@@ -10,7 +10,9 @@
 //! search study refuses to resume under another version (`study::check_space_version`).
 
 pub mod evolve;
+pub mod race;
 pub mod random;
+pub mod simulate;
 pub mod tune;
 
 use crate::gene::Gene;

@@ -80,6 +80,8 @@ pub struct Driven {
     pub stages: Vec<Reached>,
     /// The GA's generations (evolve studies).
     pub evolve: Option<EvolveOutcome>,
+    /// The race's rounds (race studies).
+    pub race: Option<crate::search::race::RaceOutcome>,
     /// Everything the study needs is finished.
     pub complete: bool,
 }

@@ -93,6 +93,7 @@ pub(crate) struct RawStudy {
     pub replicate: Option<Spanned<kinds::replicate::RawReplicate>>,
     pub tune: Option<Spanned<toml::Table>>,
     pub ablate: Option<Spanned<kinds::ablate::RawAblate>>,
+    pub race: Option<Spanned<kinds::race::RawRace>>,
 }
 
 impl RawStudy {
@@ -113,6 +114,9 @@ impl RawStudy {
         }
         if let Some(s) = &self.ablate {
             v.push(("ablate", s.span()));
+        }
+        if let Some(s) = &self.race {
+            v.push(("race", s.span()));
         }
         v
     }

@@ -7,6 +7,7 @@
 //! | `replicate` | [`replicate`] | `[replicate]` | replicate |
 //! | `tune` | [`tune`] | `[tune]` | tune |
 //! | `ablate` | [`ablate`] | `[ablate]` | ablate |
+//! | `race` | [`race`] | `[race]` | race, then replicate (confirmation) |
 //!
 //! A kind plans through a [`Runner`]: it asks for (gene, seed) units with
 //! [`Runner::ensure`] and reads finished results with [`Runner::finished`]; whether the
@@ -15,6 +16,7 @@
 
 pub mod ablate;
 pub mod evolve;
+pub mod race;
 pub mod random_search;
 pub mod replicate;
 pub mod tune;
@@ -38,6 +40,8 @@ pub enum Kind {
     Tune,
     /// A full factorial over chosen components of a base gene.
     Ablate,
+    /// Racing over seeds, then a confirmation on fresh seeds.
+    Race,
 }
 
 impl Kind {
@@ -49,6 +53,7 @@ impl Kind {
             Kind::Replicate => "replicate",
             Kind::Tune => "tune",
             Kind::Ablate => "ablate",
+            Kind::Race => "race",
         }
     }
 
@@ -60,6 +65,7 @@ impl Kind {
             Kind::Replicate => &["replicate"],
             Kind::Tune => &["tune"],
             Kind::Ablate => &["ablate"],
+            Kind::Race => &["race"],
         }
     }
 
@@ -67,7 +73,7 @@ impl Kind {
     pub fn default_seeds(self) -> Vec<u64> {
         match self {
             Kind::Replicate => replicate::default_replicate_seeds(),
-            Kind::Evolve | Kind::RandomSearch | Kind::Tune | Kind::Ablate => vec![1],
+            Kind::Evolve | Kind::RandomSearch | Kind::Tune | Kind::Ablate | Kind::Race => vec![1],
         }
     }
 }
@@ -85,6 +91,8 @@ pub enum KindSpec {
     Tune(tune::Tune),
     /// `kind = "ablate"`.
     Ablate(ablate::Ablate),
+    /// `kind = "race"`.
+    Race(race::Race),
 }
 
 impl KindSpec {
@@ -96,6 +104,7 @@ impl KindSpec {
             KindSpec::Replicate(_) => Kind::Replicate,
             KindSpec::Tune(_) => Kind::Tune,
             KindSpec::Ablate(_) => Kind::Ablate,
+            KindSpec::Race(_) => Kind::Race,
         }
     }
 
@@ -110,7 +119,7 @@ impl KindSpec {
             KindSpec::Evolve(e) => e.replicate.as_ref(),
             KindSpec::RandomSearch(r) => r.replicate.as_ref(),
             KindSpec::Replicate(r) => Some(&r.replication),
-            KindSpec::Tune(_) | KindSpec::Ablate(_) => None,
+            KindSpec::Tune(_) | KindSpec::Ablate(_) | KindSpec::Race(_) => None,
         }
     }
 
@@ -119,7 +128,10 @@ impl KindSpec {
     pub fn draws_genes(&self) -> bool {
         match self {
             KindSpec::Evolve(_) | KindSpec::RandomSearch(_) => true,
-            KindSpec::Replicate(_) | KindSpec::Tune(_) | KindSpec::Ablate(_) => false,
+            KindSpec::Replicate(_)
+            | KindSpec::Tune(_)
+            | KindSpec::Ablate(_)
+            | KindSpec::Race(_) => false,
         }
     }
 
@@ -148,6 +160,7 @@ impl KindSpec {
             Kind::Replicate => KindSpec::Replicate(replicate::validate_kind(raw, ctx)?),
             Kind::Tune => KindSpec::Tune(tune::validate(raw, ctx)?),
             Kind::Ablate => KindSpec::Ablate(ablate::validate(raw, ctx)?),
+            Kind::Race => KindSpec::Race(race::validate(raw, ctx)?),
         })
     }
 
@@ -169,6 +182,7 @@ impl KindSpec {
             KindSpec::Replicate(r) => r.replication.drive(external, runner, &mut out)?,
             KindSpec::Tune(t) => t.drive(study, runner, &mut out)?,
             KindSpec::Ablate(a) => a.drive(study, runner, &mut out)?,
+            KindSpec::Race(r) => r.drive(external, runner, &mut out)?,
         }
         Ok(out)
     }

@@ -245,6 +245,22 @@ fn read_other(root: &Path, other: &str, at: &str, key: &str) -> Result<Vec<RunRo
 /// Resolves `from = { study = OTHER, top = K }` and `hparams = { from = TUNE }` of the
 /// study's replication against the other studies' `runs.parquet` under `root`.
 pub fn resolve_external(study: &Study, root: &Path) -> Result<External> {
+    if let crate::study::KindSpec::Race(r) = &study.kind {
+        return Ok(External {
+            genes: match &r.genes {
+                GeneSource::Top {
+                    study: other,
+                    top,
+                    at,
+                } => Some(search::top_genes(
+                    &read_other(root, other, at, "from")?,
+                    *top,
+                )),
+                GeneSource::List(_) => None,
+            },
+            hparams: None,
+        });
+    }
     let Some(rep) = study.kind.replication() else {
         return Ok(External::default());
     };

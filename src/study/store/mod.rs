@@ -8,8 +8,9 @@
 //!   file, fsynced and renamed ([`fsio`]), so a crash leaves either the whole file or none.
 //! - `claims/<pack_id>.<k>` ([`claims`]). Rows can never be duplicated: a unit's row lives
 //!   in the file named by its pack, and consolidation keeps one row per unit id.
-//! - `runs.parquet`, `curves.parquet`, `generations.parquet` ([`schema`]): rebuilt from the
-//!   packs under an exclusive lock on `.lock`.
+//! - `runs.parquet`, `curves.parquet`, `generations.parquet`, `race.parquet` ([`schema`]):
+//!   rebuilt from the packs under an exclusive lock on `.lock` (the last two by the study
+//!   kinds that have them).
 //! - `study.toml` (the file as run) and `meta.json` ([`meta`]).
 
 pub mod claims;
@@ -24,8 +25,8 @@ use fsio::store_error;
 pub use fsio::{read_parquet, write_atomic, write_parquet};
 pub use meta::StoreMeta;
 pub use schema::{
-    curves_frame, curves_from_frame, generations_frame, generations_from_frame, runs_frame,
-    runs_from_frame,
+    curves_frame, curves_from_frame, generations_frame, generations_from_frame, race_frame,
+    race_from_frame, runs_frame, runs_from_frame,
 };
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
@@ -185,6 +186,11 @@ impl Store {
         )?;
         let _ = lock.unlock();
         Ok(rows.len())
+    }
+
+    /// Writes `race.parquet`.
+    pub fn write_race(&self, rows: &[crate::record::RaceRow]) -> Result<()> {
+        write_parquet(&self.dir.join("race.parquet"), &mut race_frame(rows)?)
     }
 
     /// Writes `generations.parquet`.

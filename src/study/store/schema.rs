@@ -9,7 +9,7 @@
 //! the outcome and provenance columns.
 
 use crate::gene::Gene;
-use crate::record::{CurveRow, GenerationRow, Operator, RunRow, Stage};
+use crate::record::{CurveRow, GenerationRow, Operator, RaceRow, RunRow, Stage};
 use crate::train::{FieldKind, FieldValue, Preset, TrainConfig};
 use anyhow::{anyhow, bail, Result};
 use polars::prelude::*;
@@ -23,6 +23,8 @@ pub enum ColType {
     Int,
     /// 64-bit floats, nullable.
     Float,
+    /// Booleans.
+    Bool,
 }
 
 /// One cell.
@@ -34,6 +36,8 @@ pub enum Cell {
     Int(Option<i64>),
     /// A float or null.
     Float(Option<f64>),
+    /// A boolean (a null reads as false).
+    Bool(bool),
 }
 
 /// A Rust type that can be a column.
@@ -110,6 +114,19 @@ impl Field for Option<u64> {
         match c {
             Cell::Int(v) => Ok(v.map(|v| v as u64)),
             c => Err(wrong(&c, "an integer")),
+        }
+    }
+}
+
+impl Field for bool {
+    const TYPE: ColType = ColType::Bool;
+    fn to_cell(&self) -> Cell {
+        Cell::Bool(*self)
+    }
+    fn from_cell(c: Cell) -> Result<Self, String> {
+        match c {
+            Cell::Bool(v) => Ok(v),
+            c => Err(wrong(&c, "a boolean")),
         }
     }
 }
@@ -279,6 +296,20 @@ pub fn generation_columns() -> Vec<Column<GenerationRow>> {
     ]
 }
 
+/// The columns of `race.parquet`.
+pub fn race_columns() -> Vec<Column<RaceRow>> {
+    vec![
+        field!(RaceRow, round),
+        field!(RaceRow, gene),
+        field!(RaceRow, n_seeds),
+        field!(RaceRow, mean),
+        field!(RaceRow, rank_sum),
+        field!(RaceRow, alive),
+        field!(RaceRow, eliminated),
+        field!(RaceRow, pvalue),
+    ]
+}
+
 /// A frame of `rows` laid out by `columns`.
 pub fn to_frame<R>(rows: &[R], columns: &[Column<R>]) -> Result<DataFrame> {
     let cols = columns
@@ -314,6 +345,12 @@ pub fn to_frame<R>(rows: &[R], columns: &[Column<R>]) -> Result<DataFrame> {
                         })
                         .collect::<Vec<Option<f64>>>(),
                 ),
+                ColType::Bool => polars::prelude::Column::new(
+                    name,
+                    cells
+                        .map(|x| matches!(x, Cell::Bool(true)))
+                        .collect::<Vec<bool>>(),
+                ),
             }
         })
         .collect();
@@ -335,6 +372,12 @@ fn cells(df: &DataFrame, name: &str, ty: ColType) -> Result<Vec<Cell>> {
             .collect(),
         ColType::Int => c.i64().map_err(bad)?.iter().map(Cell::Int).collect(),
         ColType::Float => c.f64().map_err(bad)?.iter().map(Cell::Float).collect(),
+        ColType::Bool => c
+            .bool()
+            .map_err(bad)?
+            .iter()
+            .map(|v| Cell::Bool(v.unwrap_or(false)))
+            .collect(),
     })
 }
 
@@ -426,6 +469,26 @@ pub fn generations_from_frame(df: &DataFrame) -> Result<Vec<GenerationRow>> {
         n_seeds: 0,
     };
     from_frame(df, &generation_columns(), blank)
+}
+
+/// The `race.parquet` frame of `rows`.
+pub fn race_frame(rows: &[RaceRow]) -> Result<DataFrame> {
+    to_frame(rows, &race_columns())
+}
+
+/// Reads race rows back.
+pub fn race_from_frame(df: &DataFrame) -> Result<Vec<RaceRow>> {
+    let blank = RaceRow {
+        round: 0,
+        gene: Gene::BASELINE,
+        n_seeds: 0,
+        mean: f64::NAN,
+        rank_sum: f64::NAN,
+        alive: false,
+        eliminated: false,
+        pvalue: f64::NAN,
+    };
+    from_frame(df, &race_columns(), blank)
 }
 
 #[cfg(test)]
