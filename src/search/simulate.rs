@@ -131,16 +131,10 @@ impl Landscape {
                 factors.push((c as usize, idx, c.values().len()));
             }
         }
+        // One mean, then levels − 1 per factor (the block included).
         let params = 1 + factors
             .iter()
-            .map(|(c, idx, _)| {
-                let d = idx.iter().collect::<std::collections::BTreeSet<_>>().len();
-                if *c == usize::MAX {
-                    d - 1
-                } else {
-                    d - 1
-                }
-            })
+            .map(|(_, idx, _)| idx.iter().collect::<std::collections::BTreeSet<_>>().len() - 1)
             .sum::<usize>();
         if n <= params {
             bail!("{n} finished runs cannot fit {params} effects; add runs or stores");
