@@ -1,4 +1,8 @@
 //! The `evoattn` binary: parses the command line and runs it ([`cli`]).
+//!
+//! Exit codes: 0 done; 1 an error (bad input, data, memory or store; finished units are
+//! kept); 2 a command-line usage error; 3 `run` finished what it could but some packs
+//! failed.
 
 mod cli;
 
@@ -17,6 +21,12 @@ fn main() {
             return;
         }
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        // 3: the run finished what it could, but some packs failed (README, "Studies").
+        let code = if e.downcast_ref::<cli::run::PacksFailed>().is_some() {
+            3
+        } else {
+            1
+        };
+        std::process::exit(code);
     }
 }

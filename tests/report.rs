@@ -496,3 +496,32 @@ fn best_so_far_tracks_the_running_minimum_of_gene_means() {
         [1.0, 2.0, 3.0, 4.0, 5.0]
     );
 }
+
+#[test]
+fn a_report_of_a_store_with_failed_packs_says_so_first_and_out_needs_its_folder() {
+    let d = tmp("failed");
+    std::fs::create_dir_all(d.join("failed")).unwrap();
+    std::fs::write(
+        d.join("failed/p1.json"),
+        r#"{"pack_id":"p1","stage":"replicate","gene":"dot+softmax+none+fixed","seeds":[3],"unit_ids":["u"],"kind":"panic","message":"boom","host":"h","pid":1,"at":"2026-12-01T00:00:00Z"}"#,
+    )
+    .unwrap();
+    let prov = report::Provenance::default();
+    report::write(&store(), &prov, &d.join("report.md"), &d).unwrap();
+    let md = std::fs::read_to_string(d.join("report.md")).unwrap();
+    assert!(
+        md.starts_with("**Incomplete:** 1 pack(s) failed"),
+        "{}",
+        &md[..200]
+    );
+    assert!(md.contains("boom"));
+    let e = report::write(&store(), &prov, &d.join("no/such/dir/r.md"), &d)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("does not exist") && e.contains("no/such/dir"),
+        "{e}"
+    );
+    assert!(!d.join("no").exists());
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -39,16 +39,20 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let device = parse_device(&a.common.device)?;
     let corpus = a.common.corpus(&cfg)?;
     let warm = 2usize;
+    let mut run_cfg = cfg.clone();
+    run_cfg.steps = run_cfg.steps.max(warm.saturating_add(a.steps));
+    run_cfg
+        .check()
+        .map_err(|e| anyhow::anyhow!("--steps {}: {e}", a.steps))?;
+    a.common.preflight(&run_cfg, &corpus, a.replicas, &device)?;
     let seeds: Vec<u64> = (1..=a.replicas as u64).collect();
     let mut marks: Vec<Instant> = Vec::new();
     let mut cb = |p: Progress| {
-        if p.step == warm || p.step == warm + a.steps {
+        if p.step == warm || p.step == warm.saturating_add(a.steps) {
             marks.push(Instant::now());
         }
     };
-    let mut run_cfg = cfg.clone();
-    run_cfg.steps = run_cfg.steps.max(warm + a.steps);
-    train::train(
+    let out = train::train(
         gene,
         &run_cfg,
         &corpus,
@@ -56,14 +60,26 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         &device,
         RunOptions {
             on_step: Some(&mut cb),
-            max_steps: Some(warm + a.steps),
+            max_steps: Some(warm.saturating_add(a.steps)),
             skip_eval: true,
             poison: None,
             eval_test: false,
         },
     )?;
-    let secs = marks[1].duration_since(marks[0]).as_secs_f64();
-    let tps = (a.steps * a.replicas * cfg.batch_size * cfg.seq_len) as f64 / secs;
+    let [t0, t1] = marks[..] else {
+        let at: Vec<String> = out
+            .seeds
+            .iter()
+            .filter_map(|s| s.diverged_at.map(|d| format!("seed {}: step {d}", s.seed)))
+            .collect();
+        bail!(
+            "every replica diverged before the {} timed steps ended ({}); nothing to time: lower lr (--set lr=...)",
+            a.steps,
+            at.join(", ")
+        );
+    };
+    let secs = t1.duration_since(t0).as_secs_f64();
+    let tps = a.steps as f64 * (a.replicas * cfg.batch_size * cfg.seq_len) as f64 / secs;
     let threads = candle_core::utils::get_num_threads();
     let text = format!(
         "{} on {} ({} preset, R={}, {} threads): {:.0} training tokens/s ({:.3} s/step)",

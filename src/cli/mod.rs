@@ -85,8 +85,22 @@ pub fn threads_and_jobs(cli: &Cli) -> (usize, usize) {
     }
 }
 
+/// Most `--threads` and `--jobs` accepted.
+pub const MAX_THREADS: usize = 1024;
+
 /// Runs the command.
 pub fn dispatch(cli: &Cli) -> Result<()> {
+    let jobs_flag = match &cli.cmd {
+        Cmd::Run(a) => a.jobs,
+        _ => None,
+    };
+    for (flag, v) in [("--threads", cli.threads), ("--jobs", jobs_flag)] {
+        if let Some(v) = v {
+            if !(1..=MAX_THREADS).contains(&v) {
+                bail!("{flag} {v} is out of range: give between 1 and {MAX_THREADS}");
+            }
+        }
+    }
     let (threads, jobs) = threads_and_jobs(cli);
     evoattn::cpu::init_threads(threads);
     match &cli.cmd {
@@ -124,9 +138,58 @@ impl Common {
     pub fn config(&self) -> Result<TrainConfig> {
         let mut cfg = self.preset.parse::<Preset>()?.config();
         for s in &self.set {
-            cfg.set(s)?;
+            cfg.apply(s)
+                .map_err(|e| anyhow::anyhow!("--set {s}: {e:#}"))?;
+        }
+        // One check once every --set is in: the error names the flag of the first setting
+        // the rule involves.
+        if let Err(e) = cfg.check() {
+            let flag = e.keys().into_iter().find_map(|k| {
+                self.set
+                    .iter()
+                    .find(|s| s.split_once('=').is_some_and(|(key, _)| key.trim() == k))
+            });
+            match flag {
+                Some(f) if f.split_once('=').is_some_and(|(k, _)| k.trim() == e.key) => {
+                    bail!("--set {f}: {e}")
+                }
+                Some(f) => bail!(
+                    "--set {f}: {e} ({} is preset {}'s; --set it too)",
+                    e.key,
+                    self.preset
+                ),
+                None => bail!("preset {}: {e}", self.preset),
+            }
         }
         Ok(cfg)
+    }
+
+    /// Checks `cfg` against the corpus loaded from `--data` and refuses a run of
+    /// `replicas` replicas that cannot fit in the device's memory.
+    pub fn preflight(
+        &self,
+        cfg: &TrainConfig,
+        corpus: &Corpus,
+        replicas: usize,
+        device: &Device,
+    ) -> Result<()> {
+        let dir = evoattn::data::resolve_data_dir(self.data.as_deref());
+        cfg.check_data(corpus).map_err(|e| {
+            let origin = self
+                .set
+                .iter()
+                .find(|s| {
+                    s.split_once('=')
+                        .is_some_and(|(key, _)| key.trim() == e.key)
+                })
+                .map_or_else(
+                    || format!("preset {}", self.preset),
+                    |s| format!("--set {s}"),
+                );
+            anyhow::anyhow!("{origin}: {e} (data: {})", dir.display())
+        })?;
+        evoattn::train::memory::check_fits(cfg, corpus.vocab.len(), replicas, 1, device)?;
+        Ok(())
     }
     /// The corpus under the configuration's vocabulary cap (fetched if needed).
     pub fn corpus(&self, cfg: &TrainConfig) -> Result<Corpus> {

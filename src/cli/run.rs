@@ -38,7 +38,32 @@ pub struct RunArgs {
     /// Log lines instead of progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Check the study file, its settings against the data and the memory estimate, then
+    /// exit without training or writing anything.
+    #[arg(long)]
+    pub check: bool,
 }
+
+/// The error of a run that finished what it could while some packs failed (exit code 3).
+#[derive(Debug)]
+pub struct PacksFailed {
+    /// Failed runs (packs).
+    pub runs: usize,
+    /// Their units.
+    pub units: usize,
+}
+
+impl std::fmt::Display for PacksFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} run(s) ({} unit(s)) failed, listed above and in the store's failed/ folder; the study is incomplete and no report was written. Fix the cause and run the same command again: finished units are kept and the failed runs are retried",
+            self.runs, self.units
+        )
+    }
+}
+
+impl std::error::Error for PacksFailed {}
 
 /// `evoattn status`.
 #[derive(Args)]
@@ -85,14 +110,31 @@ pub fn run(a: &RunArgs, threads_per_job: usize, jobs: usize) -> Result<()> {
     let external = study::resolve_external(&study, &a.store)?;
     let dir = data::data_dir_or_fetch(a.data.as_deref())?;
     let corpus = Corpus::load(&dir, study.config.vocab_cap)?;
+    // Everything that can be checked before training is, before anything is written.
+    let estimate = study::preflight(&study, &external, &corpus, &dir, jobs, &device)?;
+    if a.check {
+        println!(
+            "study {} ({}, preset {}): valid; about {} of memory per run ({} replica(s)) × {jobs} job(s); data {} ({} words); nothing written",
+            study.name,
+            study.kind.as_str(),
+            study.preset,
+            evoattn::train::memory::human(estimate.total()),
+            estimate.replicas,
+            dir.display(),
+            corpus.vocab.len()
+        );
+        return Ok(());
+    }
     let planner = Planner::new(
         study.config.clone(),
         corpus.fingerprint(),
         study.max_replicas,
     );
+    let text = std::fs::read(&a.study)
+        .with_context(|| format!("cannot read the study file {}", a.study.display()))?;
     let store = Store::open(&a.store, &study.name)?;
     study::check_space_version(&study, &store)?;
-    store.write_study_file(&std::fs::read(&a.study)?)?;
+    store.write_study_file(&text)?;
     store.write_meta(&StoreMeta {
         data_fingerprint: planner.data_fingerprint.clone(),
         engine_version: version::ENGINE_VERSION,
@@ -139,6 +181,39 @@ pub fn run(a: &RunArgs, threads_per_job: usize, jobs: usize) -> Result<()> {
         exec.store.dir.join("runs.parquet").display(),
         start.elapsed().as_secs_f64()
     );
+    // Failures of this plan's packs, by this process or another one, that are not finished.
+    let planned: std::collections::HashSet<String> = driven.unit_ids().into_iter().collect();
+    let failures: Vec<_> = exec
+        .store
+        .failures()
+        .into_iter()
+        .filter(|f| f.unit_ids.iter().any(|u| planned.contains(u)))
+        .filter(|f| f.unit_ids.iter().any(|u| !exec.store.is_done(u)))
+        .collect();
+    if !failures.is_empty() {
+        for f in &failures {
+            eprintln!(
+                "failed: {} run {} seeds {:?} (pid {} on {}, {}): {} — {}",
+                f.stage,
+                f.gene,
+                f.seeds,
+                f.pid,
+                f.host,
+                f.at,
+                f.message,
+                exec.store
+                    .dir
+                    .join("failed")
+                    .join(format!("{}.json", f.pack_id))
+                    .display()
+            );
+        }
+        return Err(PacksFailed {
+            runs: failures.len(),
+            units: failures.iter().map(|f| f.unit_ids.len()).sum(),
+        }
+        .into());
+    }
     if driven.complete {
         let out = evoattn::report::write_for_store(&exec.store.dir, &Default::default())?;
         eprintln!("report: {}", out.display());
@@ -188,11 +263,12 @@ pub fn status(a: &StatusArgs) -> Result<()> {
     let mut text = format!("study {} ({})\n", study.name, study.kind.as_str());
     for c in &runner.counts {
         text += &format!(
-            "  {:<10} done {:>4}  claimed {:>4}  pending {:>4}\n",
+            "  {:<10} done {:>4}  claimed {:>4}  pending {:>4}  failed {:>4}\n",
             c.stage.as_str(),
             c.done,
             c.claimed,
-            c.pending
+            c.pending,
+            c.failed
         );
     }
     if let (Some(g), KindSpec::Evolve(e)) = (generations, &study.kind) {

@@ -110,6 +110,7 @@ pub fn run(a: &TrainArgs) -> Result<()> {
     let cfg = a.common.config()?;
     let device = parse_device(&a.common.device)?;
     let corpus = a.common.corpus(&cfg)?;
+    a.common.preflight(&cfg, &corpus, seeds.len(), &device)?;
     let pb = step_bar(cfg.steps as u64, a.quiet);
     pb.set_prefix(gene.to_string());
     let mut cb = |p: Progress| {

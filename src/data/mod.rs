@@ -156,7 +156,12 @@ fn words_of(text: &str) -> impl Iterator<Item = &str> {
 
 fn read_split(dir: &Path, split: &str) -> Result<(String, String)> {
     let path = dir.join(format!("{split}.txt"));
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "cannot read {}; check the file, or point --data or {DATA_ENV} at another WikiText-2 directory",
+            path.display()
+        )
+    })?;
     let sha = hex::encode(Sha256::digest(&bytes));
     let text = String::from_utf8(bytes).with_context(|| {
         format!(

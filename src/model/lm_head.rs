@@ -17,7 +17,7 @@ use std::sync::Mutex;
 static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
 
 fn take_buffer(len: usize) -> Vec<f32> {
-    let mut pool = POOL.lock().expect("pool lock");
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
     let mut v = match pool.iter().position(|b| b.len() >= len) {
         Some(i) => pool.swap_remove(i),
         None => pool.pop().unwrap_or_default(),
@@ -30,7 +30,7 @@ fn take_buffer(len: usize) -> Vec<f32> {
 
 fn give_buffer(v: Vec<f32>) {
     if !v.is_empty() {
-        POOL.lock().expect("pool lock").push(v);
+        POOL.lock().unwrap_or_else(|e| e.into_inner()).push(v);
     }
 }
 

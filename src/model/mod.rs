@@ -47,7 +47,7 @@ impl ModelConfig {
     /// Checks that the shape is usable.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.n_heads > 0 && self.d_model.is_multiple_of(self.n_heads),
+            self.d_model > 0 && self.n_heads > 0 && self.d_model.is_multiple_of(self.n_heads),
             "d_model ({}) must be a positive multiple of n_heads ({})",
             self.d_model,
             self.n_heads

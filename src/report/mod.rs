@@ -243,7 +243,14 @@ pub fn write_full(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    // Never create folders the user did not ask for (`--out /no/such/dir/r.md`).
+    if !dir.is_dir() {
+        bail!(
+            "cannot write the report {}: the folder {} does not exist; create it first or pass another --out",
+            out.display(),
+            dir.display()
+        );
+    }
     let stem = out
         .file_stem()
         .map_or_else(|| "report".into(), |s| s.to_string_lossy().to_string());
@@ -326,6 +333,24 @@ pub fn write_full(
         files.insert(kind, name);
     }
     let mut md = markdown(&a, rows, prov, &files);
+    let failures = crate::study::store::read_failures(store_dir);
+    if !failures.is_empty() {
+        // The first line says the study is incomplete and why.
+        let list: Vec<String> = failures
+            .iter()
+            .map(|f| {
+                format!(
+                    "`{}` seeds {:?} ({}: {})",
+                    f.gene, f.seeds, f.kind, f.message
+                )
+            })
+            .collect();
+        md = format!(
+            "**Incomplete:** {} pack(s) failed in the last attempt — {}; their units are missing from every table below. Rerun `evoattn run` to retry them.\n\n{md}",
+            failures.len(),
+            list.join("; ")
+        );
+    }
     if let Some(c) = extras.contrast {
         // Before the caveats and reproducibility blocks.
         let at = md.find("\n## Caveats").unwrap_or(md.len());

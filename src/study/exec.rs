@@ -1,10 +1,20 @@
 //! Execution: trains the packs of a stage on a device with `jobs` concurrent runs, claims
 //! them in the store so several processes can share a study, writes each finished pack
 //! atomically, and waits for packs that other processes hold.
+//!
+//! A pack whose training fails (an error, or a panic caught at the pack) is recorded in
+//! the store ([`super::store::Failure`], `failed/<pack>.json`), its claim is released and
+//! the other packs go on; [`Executor::failed`] lists it and the stage is not complete.
+//! Store errors (a full disk, say) stop the run. A runs file that is not a finished pack
+//! ([`super::store::PackCheck::Bad`]) is moved to `rejected/` with a warning, holding the
+//! pack's claim, and the pack is retrained.
+//!
+//! For tests, `EVOATTN_FAIL_PACKS=panic:GENE` (or `error:GENE`, comma-separated) makes
+//! every pack of that gene fail at the start of its training.
 
 use super::plan::{in_shard, Pack, Planner};
 use super::spec::Study;
-use super::store::{Claim, PackState, Store};
+use super::store::{Claim, Failure, PackCheck, Store};
 use super::Runner;
 use crate::data::Corpus;
 use crate::gene::Gene;
@@ -14,7 +24,7 @@ use crate::version::{CRATE_VERSION, ENGINE_VERSION, GIT_COMMIT};
 use anyhow::{anyhow, Result};
 use candle_core::Device;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -63,6 +73,8 @@ pub struct Executor<'a> {
     pub reused: usize,
     /// Units requested by earlier stages (and generations) of this plan.
     pub earlier: std::collections::HashSet<String>,
+    /// Packs whose training failed in this process (also recorded in the store).
+    pub failed: Vec<Failure>,
 }
 
 struct Shared<'s> {
@@ -72,6 +84,9 @@ struct Shared<'s> {
     stop: AtomicBool,
     error: Mutex<Option<anyhow::Error>>,
     trained: Mutex<usize>,
+    failed: Mutex<Vec<Failure>>,
+    /// When the holder of a pack was last reported, per pack.
+    told: Mutex<HashMap<String, Instant>>,
 }
 
 impl<'a> Executor<'a> {
@@ -93,6 +108,7 @@ impl<'a> Executor<'a> {
             trained: 0,
             reused: 0,
             earlier: Default::default(),
+            failed: Vec::new(),
         }
     }
 
@@ -121,7 +137,7 @@ impl<'a> Executor<'a> {
         let packs: Vec<(usize, Pack)> = packs
             .into_iter()
             .enumerate()
-            .filter(|(_, p)| !p.units.iter().all(|u| store.is_done(&u.id)))
+            .filter(|(_, p)| store.pack_check(p) != PackCheck::Finished)
             .collect();
         let pending_units: usize = packs.iter().map(|(_, p)| p.units.len()).sum();
         self.reused += total_units - pending_units;
@@ -162,6 +178,7 @@ impl<'a> Executor<'a> {
             );
         }
 
+        let mine_runs = mine.len();
         let store_lock = Mutex::new(&mut self.store);
         let shared = Shared {
             queue: Mutex::new(mine.into_iter().map(|(_, p)| (p, None)).collect()),
@@ -170,6 +187,8 @@ impl<'a> Executor<'a> {
             stop: AtomicBool::new(false),
             error: Mutex::new(None),
             trained: Mutex::new(0),
+            failed: Mutex::new(Vec::new()),
+            told: Mutex::new(HashMap::new()),
         };
         let ctx = RowContext {
             study: &self.study,
@@ -186,14 +205,15 @@ impl<'a> Executor<'a> {
                 while !hb_stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(200));
                     if last.elapsed() >= Duration::from_secs(15) {
-                        for c in shared.claims.lock().expect("claims").iter() {
+                        for c in lock(&shared.claims).iter() {
                             Store::heartbeat(c);
                         }
                         last = Instant::now();
                     }
                 }
             });
-            let workers: Vec<_> = (0..self.opts.jobs.max(1))
+            // No more workers than runs to train (results do not depend on it).
+            let workers: Vec<_> = (0..self.opts.jobs.max(1).min(mine_runs.max(1)))
                 .map(|w| {
                     let shared = &shared;
                     let ctx = &ctx;
@@ -207,31 +227,53 @@ impl<'a> Executor<'a> {
                     s.spawn(move || {
                         if let Err(e) = worker(w, shared, ctx, corpus, &bar, &overall) {
                             shared.stop.store(true, Ordering::SeqCst);
-                            shared.error.lock().expect("error").get_or_insert(e);
+                            lock(&shared.error).get_or_insert(e);
                         }
                         bar.finish_and_clear();
                     })
                 })
                 .collect();
             for w in workers {
-                let _ = w.join();
+                if let Err(p) = w.join() {
+                    // A panic outside a pack's training (those are caught per pack).
+                    shared.stop.store(true, Ordering::SeqCst);
+                    lock(&shared.error).get_or_insert(anyhow!(
+                        "internal error: a worker thread panicked: {}",
+                        panic_message(p.as_ref())
+                    ));
+                }
             }
             hb_stop.store(true, Ordering::Relaxed);
             let _ = hb.join();
         });
         overall.finish_and_clear();
-        self.trained += *shared.trained.lock().expect("trained");
-        if let Some(e) = shared.error.into_inner().expect("error") {
+        // Claims a worker could not give back (it stopped on an error) are released here.
+        {
+            let store = lock(shared.store);
+            for c in lock(&shared.claims).drain(..) {
+                store.release(c);
+            }
+        }
+        self.trained += *lock(&shared.trained);
+        let failed = std::mem::take(&mut *lock(&shared.failed));
+        let any_failed = !failed.is_empty();
+        self.failed.extend(failed);
+        if let Some(e) = shared.error.into_inner().unwrap_or_else(|e| e.into_inner()) {
             return Err(e);
+        }
+        if any_failed {
+            // The stage cannot complete; the GA must not wait for other shards either.
+            return Ok(false);
         }
         // Other shards' packs: the GA waits for them, other stages leave them.
         self.store.refresh()?;
         let mut announced = false;
+        let mut last_told = Instant::now();
         loop {
             let waiting: Vec<&Pack> = others
                 .iter()
                 .map(|(_, p)| p)
-                .filter(|p| p.units.iter().any(|u| !self.store.is_done(&u.id)))
+                .filter(|p| self.store.pack_check(p) != PackCheck::Finished)
                 .collect();
             if waiting.is_empty() {
                 return Ok(true);
@@ -239,14 +281,45 @@ impl<'a> Executor<'a> {
             if !need_all {
                 return Ok(false);
             }
-            if !announced {
+            // A pack that failed elsewhere and that nobody holds will not finish by waiting.
+            for p in &waiting {
+                if let Some(f) = self.store.failure(&p.id) {
+                    if self.store.holder(&p.id)?.is_none() {
+                        eprintln!(
+                            "[{}] {stage}: run {} seeds {:?} failed in pid {} on {} at {}: {}; not waiting for it",
+                            self.study, p.gene, p.seeds(), f.pid, f.host, f.at, f.message
+                        );
+                        return Ok(false);
+                    }
+                }
+            }
+            if !announced || last_told.elapsed() >= Duration::from_secs(60) {
+                let held: Vec<String> = waiting
+                    .iter()
+                    .take(3)
+                    .filter_map(|p| {
+                        let h = self.store.holder(&p.id).ok().flatten()?;
+                        Some(format!(
+                            "{} seeds {:?}: {}",
+                            p.gene,
+                            p.seeds(),
+                            h.describe()
+                        ))
+                    })
+                    .collect();
                 eprintln!(
-                    "[{}] {stage}: waiting for {} run(s) of other shards (start them with --shard j/{})",
+                    "[{}] {stage}: waiting for {} run(s) of other shards (start them with --shard j/{}){}",
                     self.study,
                     waiting.len(),
-                    self.opts.shard.1
+                    self.opts.shard.1,
+                    if held.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; held: {}", held.join("; "))
+                    }
                 );
                 announced = true;
+                last_told = Instant::now();
             }
             std::thread::sleep(POLL);
             self.store.refresh()?;
@@ -278,7 +351,113 @@ struct RowContext<'c> {
 }
 
 fn next_pack(shared: &Shared<'_>) -> Option<(Pack, Option<Instant>)> {
-    shared.queue.lock().expect("queue").pop_front()
+    lock(&shared.queue).pop_front()
+}
+
+/// Locks a mutex, also after a panic elsewhere poisoned it (what it guards stays
+/// consistent: every critical section here either completes or changes nothing).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The message of a panic payload.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// What happened to a pack a worker picked.
+enum Picked {
+    /// Ours to train, under this claim.
+    Claimed(Claim),
+    /// Finished (by another process, or found so under the claim).
+    Finished,
+    /// Another live process holds it: look again later.
+    Held,
+}
+
+/// Claims `pack` and checks, holding the claim, whether it still needs training; a runs
+/// file that is not a finished pack is moved aside first.
+fn pick(shared: &Shared<'_>, ctx: &RowContext<'_>, pack: &Pack) -> Result<Picked> {
+    let mut store = lock(shared.store);
+    store.refresh()?;
+    if store.pack_check(pack) == PackCheck::Finished {
+        return Ok(Picked::Finished);
+    }
+    let Some(claim) = store.claim(&pack.id)? else {
+        let now = Instant::now();
+        let mut told = lock(&shared.told);
+        let due = told
+            .get(&pack.id)
+            .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(30));
+        if due {
+            if let Some(h) = store.holder(&pack.id)? {
+                eprintln!(
+                    "[{}] {}: run {} seeds {:?} is held by {}; waiting for it — it is taken over when that process exits or, if its heartbeat stops, in {} s at most",
+                    ctx.study,
+                    ctx.stage,
+                    pack.gene,
+                    pack.seeds(),
+                    h.describe(),
+                    h.takeover_in().as_secs()
+                );
+            }
+            told.insert(pack.id.clone(), now);
+        }
+        return Ok(Picked::Held);
+    };
+    // Holding the claim: nobody else writes this pack now.
+    let checked = store.refresh().map(|_| store.pack_check(pack));
+    let checked = match checked {
+        Ok(PackCheck::Bad(why)) => {
+            let moved = store.reject(&pack.id);
+            match moved {
+                Ok(to) => {
+                    eprintln!(
+                        "warning: [{}] {}: {} is not a finished pack of run {} seeds {:?}: {why}; moved it to {} and retraining the pack",
+                        ctx.study,
+                        ctx.stage,
+                        store.dir.join("packs").join(format!("{}.runs.parquet", pack.id)).display(),
+                        pack.gene,
+                        pack.seeds(),
+                        to.display()
+                    );
+                    Ok(store.pack_check(pack))
+                }
+                Err(e) => Err(e),
+            }
+        }
+        other => other,
+    };
+    match checked {
+        Ok(PackCheck::Finished) => {
+            store.release(claim);
+            Ok(Picked::Finished)
+        }
+        Ok(_) => Ok(Picked::Claimed(claim)),
+        Err(e) => {
+            store.release(claim);
+            Err(e)
+        }
+    }
+}
+
+/// Which packs to fail on purpose (tests): `EVOATTN_FAIL_PACKS=panic:GENE,error:GENE`.
+fn injected_failure(gene: Gene) -> Option<&'static str> {
+    let v = std::env::var("EVOATTN_FAIL_PACKS").ok()?;
+    v.split(',').find_map(|item| {
+        let (how, g) = item.trim().split_once(':')?;
+        if g.trim() != gene.to_string() {
+            return None;
+        }
+        match how.trim() {
+            "panic" => Some("panic"),
+            "error" => Some("error"),
+            _ => None,
+        }
+    })
 }
 
 fn worker(
@@ -306,57 +485,83 @@ fn worker(
                 std::thread::sleep((t - now).min(POLL));
             }
         }
-        let claim = {
-            let store = shared.store.lock().expect("store");
-            match store.claim(&pack.id)? {
-                Some(c) => Some(c),
-                None if store.pack_state(&pack.id)? == PackState::Done => None,
-                None => {
-                    // Held by a live process: look again later.
-                    drop(store);
-                    shared
-                        .queue
-                        .lock()
-                        .expect("queue")
-                        .push_back((pack, Some(Instant::now() + POLL)));
-                    continue;
-                }
+        let claim = match pick(shared, ctx, &pack)? {
+            Picked::Claimed(c) => c,
+            Picked::Finished => {
+                overall.inc(pack.units.len() as u64);
+                continue;
+            }
+            Picked::Held => {
+                lock(&shared.queue).push_back((pack, Some(Instant::now() + POLL)));
+                continue;
             }
         };
-        let Some(claim) = claim else {
-            // Finished by another process.
-            let mut s = shared.store.lock().expect("store");
-            s.refresh()?;
-            overall.inc(pack.units.len() as u64);
-            continue;
+        lock(&shared.claims).push(claim.clone());
+        // A failure of the training itself (an error, or a panic anywhere under it) is the
+        // pack's: recorded, and the other packs go on.
+        let trained = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.install(|| run_pack(&pack, ctx, corpus, bar))
+        }));
+        let trained = match trained {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(e)) => Err(("error", format!("{e:#}"))),
+            Err(p) => Err(("panic", panic_message(p.as_ref()))),
         };
-        shared.claims.lock().expect("claims").push(claim.clone());
-        let result = pool.install(|| run_pack(&pack, ctx, corpus, bar));
-        let outcome = result.and_then(|(runs, curves)| {
-            let mut store = shared.store.lock().expect("store");
-            // Units of the pack that another run already finished keep their first row.
-            store.refresh()?;
-            let runs: Vec<RunRow> = runs
-                .into_iter()
-                .filter(|r| !store.is_done(&r.unit_id))
-                .collect();
-            let curves: Vec<CurveRow> = curves
-                .into_iter()
-                .filter(|c| runs.iter().any(|r| r.unit_id == c.unit_id))
-                .collect();
-            store.write_pack(&pack.id, &runs, &curves)?;
-            store.clear_claims(&pack.id);
-            Ok(runs)
-        });
-        shared
-            .claims
-            .lock()
-            .expect("claims")
-            .retain(|c| c.path != claim.path);
+        let outcome = match trained {
+            Err((kind, message)) => {
+                let store = lock(shared.store);
+                let failure = Failure {
+                    pack_id: pack.id.clone(),
+                    stage: ctx.stage.to_string(),
+                    gene: pack.gene.to_string(),
+                    seeds: pack.seeds(),
+                    unit_ids: pack.units.iter().map(|u| u.id.clone()).collect(),
+                    kind: kind.to_string(),
+                    message: message.clone(),
+                    host: store.host.clone(),
+                    pid: std::process::id(),
+                    at: now_rfc3339(),
+                };
+                eprintln!(
+                    "error: [{}] {}: run {} seeds {:?} failed ({kind}): {message}",
+                    ctx.study,
+                    ctx.stage,
+                    pack.gene,
+                    pack.seeds()
+                );
+                if let Err(e) = store.record_failure(&failure) {
+                    eprintln!("warning: could not record the failure: {e:#}");
+                }
+                lock(&shared.claims).retain(|c| c.path != claim.path);
+                store.release(claim);
+                lock(&shared.failed).push(failure);
+                continue;
+            }
+            Ok((runs, curves)) => {
+                let mut store = lock(shared.store);
+                (|| -> Result<Vec<RunRow>> {
+                    // Units of the pack that another run already finished keep their first row.
+                    store.refresh()?;
+                    let runs: Vec<RunRow> = runs
+                        .into_iter()
+                        .filter(|r| !store.is_done(&r.unit_id))
+                        .collect();
+                    let curves: Vec<CurveRow> = curves
+                        .into_iter()
+                        .filter(|c| runs.iter().any(|r| r.unit_id == c.unit_id))
+                        .collect();
+                    store.write_pack(&pack.id, &runs, &curves)?;
+                    store.clear_failure(&pack.id);
+                    store.clear_claims(&pack.id);
+                    Ok(runs)
+                })()
+            }
+        };
+        lock(&shared.claims).retain(|c| c.path != claim.path);
         match outcome {
             Ok(runs) => {
                 let n = {
-                    let mut d = shared.trained.lock().expect("trained");
+                    let mut d = lock(&shared.trained);
                     *d += runs.len();
                     *d
                 };
@@ -388,7 +593,7 @@ fn worker(
                 }
             }
             Err(e) => {
-                shared.store.lock().expect("store").release(claim);
+                lock(shared.store).release(claim);
                 return Err(e);
             }
         }
@@ -408,6 +613,17 @@ fn run_pack(
     bar.set_position(0);
     let config = ctx.planner.config_for(pack.gene);
     bar.set_length(config.steps as u64);
+    match injected_failure(pack.gene) {
+        Some("panic") => panic!(
+            "injected failure of gene {} (EVOATTN_FAIL_PACKS)",
+            pack.gene
+        ),
+        Some(_) => anyhow::bail!(
+            "injected failure of gene {} (EVOATTN_FAIL_PACKS)",
+            pack.gene
+        ),
+        None => {}
+    }
     let mut cb = |p: Progress| {
         bar.set_position(p.step as u64);
         bar.set_message(format!("loss {:.3}  {:.0} tok/s", p.loss, p.tokens_per_s));

@@ -118,6 +118,57 @@ pub fn drive(study: &Study, external: External, runner: &mut dyn Runner) -> Resu
     study.kind.drive(study, external, runner)
 }
 
+/// Checks, before anything is written, every configuration the study will train against
+/// the data (`seq_len` shorter than every split, …) and its memory estimate against what
+/// `device` offers for `jobs` concurrent runs; `data_dir` is named in errors. Returns the
+/// estimate of one run.
+pub fn preflight(
+    study: &Study,
+    external: &External,
+    corpus: &crate::data::Corpus,
+    data_dir: &std::path::Path,
+    jobs: usize,
+    device: &candle_core::Device,
+) -> Result<crate::train::memory::Estimate> {
+    let data_error = |e: &crate::train::ConfigError| {
+        anyhow::anyhow!("{} (data: {})", study.config_error(e), data_dir.display())
+    };
+    study
+        .config
+        .check()
+        .map_err(|e| anyhow::anyhow!(study.config_error(&e)))?;
+    study
+        .config
+        .check_data(corpus)
+        .map_err(|e| data_error(&e))?;
+    if let KindSpec::Tune(t) = &study.kind {
+        let configs =
+            crate::search::tune::trial_configs(&study.config, &t.ranges, t.trials, t.seed);
+        for (i, c) in configs.iter().enumerate() {
+            c.check()
+                .and_then(|_| c.check_data(corpus))
+                .map_err(|e| anyhow::anyhow!("{}: [tune] trial {i}: {e}", study.path.display()))?;
+        }
+    }
+    if let Some(h) = &external.hparams {
+        for (g, c) in h {
+            c.check().and_then(|_| c.check_data(corpus)).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: the tuned configuration of `{g}` is not valid: {e}",
+                    study.path.display()
+                )
+            })?;
+        }
+    }
+    let seeds_per_gene = study
+        .seeds
+        .len()
+        .max(study.kind.replication().map_or(0, |r| r.seeds.len()));
+    let replicas = study.max_replicas.min(seeds_per_gene).max(1);
+    crate::train::memory::check_fits(&study.config, corpus.vocab.len(), replicas, jobs, device)
+        .map_err(|e| anyhow::anyhow!("{}: {e:#}", study.path.display()))
+}
+
 /// Refuses to resume a search in a store planned under another gene-space version (its
 /// draws would pick other genes).
 pub fn check_space_version(study: &Study, store: &Store) -> Result<()> {

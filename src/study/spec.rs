@@ -145,6 +145,8 @@ pub struct Study {
     pub path: PathBuf,
     /// SHA-256 of the file's bytes.
     pub file_sha256: String,
+    /// (line, column) of each `[overrides]` key, for errors found later (against the data).
+    pub overrides_at: BTreeMap<String, (usize, usize)>,
 }
 
 /// A study-file error, printed as one line `FILE:LINE:COL: problem`.
@@ -288,15 +290,38 @@ impl Study {
         }
 
         let mut config = raw.preset.config();
+        let mut overrides_at = BTreeMap::new();
         if let Some(ov) = &raw.overrides {
             for (key, value) in ov.get_ref() {
-                let json = serde_json::to_value(value)
-                    .map_err(|e| err(Some(ov.span()), format!("override `{key}`: {e}")))?;
-                config.set_value(key, json).map_err(|e| {
-                    let at = find_key(text, "overrides", key).or(Some(ov.span()));
-                    err(at, format!("[overrides] {e:#}"))
-                })?;
+                let at = find_key(text, "overrides", key).unwrap_or(ov.span());
+                config
+                    .set_setting(key, &crate::train::SettingValue::from_toml(value))
+                    .map_err(|e| err(Some(at.clone()), format!("[overrides] {e:#}")))?;
+                overrides_at.insert(key.clone(), line_col(text, at.start));
             }
+        }
+        // One check over the whole configuration, once every override is in: the error
+        // points at the first overridden setting the rule involves.
+        if let Err(e) = config.check() {
+            let key = e.keys().into_iter().find(|k| overrides_at.contains_key(*k));
+            return Err(match key {
+                Some(k) => SpecError {
+                    path: path.to_path_buf(),
+                    at: overrides_at.get(k).copied(),
+                    message: if k == e.key {
+                        format!("[overrides] {e}")
+                    } else {
+                        format!(
+                            "[overrides] {e} ({} is preset {}'s; override it too)",
+                            e.key, raw.preset
+                        )
+                    },
+                },
+                None => err(
+                    raw.overrides.as_ref().map(|o| o.span()),
+                    format!("preset {}: {e}", raw.preset),
+                ),
+            });
         }
 
         let seeds = match &raw.seeds {
@@ -347,7 +372,30 @@ impl Study {
             kind,
             path: path.to_path_buf(),
             file_sha256: hex::encode(sha2::Sha256::digest(text.as_bytes())),
+            overrides_at,
         })
+    }
+}
+
+impl Study {
+    /// Where setting `key` comes from, for errors: `FILE:LINE:COL: [overrides] ` when the
+    /// file overrides it, else `FILE: preset P: `.
+    pub fn setting_origin(&self, key: &str) -> String {
+        match self.overrides_at.get(key) {
+            Some((l, c)) => format!("{}:{l}:{c}: [overrides] ", self.path.display()),
+            None => format!("{}: preset {}: ", self.path.display(), self.preset),
+        }
+    }
+
+    /// A configuration error found after parsing (against the data), placed at the first
+    /// setting it involves that the file overrides.
+    pub fn config_error(&self, e: &crate::train::ConfigError) -> String {
+        let key = e
+            .keys()
+            .into_iter()
+            .find(|k| self.overrides_at.contains_key(*k))
+            .unwrap_or(e.key);
+        format!("{}{e}", self.setting_origin(key))
     }
 }
 
@@ -398,8 +446,9 @@ mod tests {
 
     #[test]
     fn overrides_apply_and_bad_ones_point_at_their_line() {
-        let s = parse("name = \"a\"\nkind = \"evolve\"\n[overrides]\nsteps = 80\n").unwrap();
-        assert_eq!(s.config.steps, 80);
+        // (The cpu preset warms up over 100 steps: fewer steps are refused.)
+        let s = parse("name = \"a\"\nkind = \"evolve\"\n[overrides]\nsteps = 180\n").unwrap();
+        assert_eq!(s.config.steps, 180);
         let e = parse("name = \"a\"\nkind = \"evolve\"\n[overrides]\nstepz = 80\n").unwrap_err();
         assert_eq!(e.at, Some((4, 1)), "{e}");
         assert!(e.to_string().contains("unknown setting `stepz`"), "{e}");
@@ -419,7 +468,7 @@ mod tests {
             ("name = \"a\"\nkind = \"tuning\"\n", 2, "unknown variant"),
             (
                 "name = \"a\"\nkind = \"tune\"\n[tune]\ngenes = [\"dot+softmax+none+fixed\"]\nlr = [1e-2, 1e-3]\n",
-                3,
+                5,
                 "low <= high",
             ),
             (

@@ -1,7 +1,7 @@
 //! `evoattn status`: a runner that trains nothing and counts unit states.
 
 use super::plan::Planner;
-use super::store::{PackState, Store};
+use super::store::{PackCheck, PackState, Store};
 use super::Runner;
 use crate::gene::Gene;
 use crate::record::{RunRow, Stage};
@@ -16,8 +16,11 @@ pub struct StageCounts {
     pub done: usize,
     /// Units in runs that a live process holds.
     pub claimed: usize,
-    /// Units nobody holds yet.
+    /// Units nobody holds yet (packs that failed excluded).
     pub pending: usize,
+    /// Units of packs whose last training failed (`failed/` in the store) and that nobody
+    /// holds now; `evoattn run` retries them.
+    pub failed: usize,
 }
 
 /// A runner that trains nothing and counts unit states.
@@ -53,6 +56,7 @@ impl Runner for StatusRunner {
                 done: 0,
                 claimed: 0,
                 pending: 0,
+                failed: 0,
             });
         }
         let packs = self
@@ -65,14 +69,14 @@ impl Runner for StatusRunner {
         let mut all_done = true;
         for p in &packs {
             let n = p.units.len();
-            if p.units.iter().all(|u| self.store.is_done(&u.id)) {
+            if self.store.pack_check(p) == PackCheck::Finished {
                 c.done += n;
                 continue;
             }
             all_done = false;
             match self.store.pack_state(&p.id)? {
                 PackState::Claimed(_) => c.claimed += n,
-                PackState::Done => c.done += n,
+                PackState::Pending if self.store.failure(&p.id).is_some() => c.failed += n,
                 PackState::Pending => c.pending += n,
             }
         }

@@ -11,13 +11,16 @@
 //! window starts with an empty context). See [`crate::data::batch::eval_windows`].
 
 pub mod config;
+pub mod memory;
 
 use crate::data::batch::{eval_windows, BatchStream};
 use crate::data::Corpus;
 use crate::gene::Gene;
 use crate::model::Transformer;
 use candle_core::{DType, Device, Tensor, Var};
-pub use config::{ConfigField, FieldKind, FieldValue, Preset, TrainConfig};
+pub use config::{
+    ConfigError, ConfigField, FieldKind, FieldValue, Preset, SettingValue, TrainConfig,
+};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -291,7 +294,8 @@ pub fn train(
     device: &Device,
     mut opts: RunOptions<'_>,
 ) -> anyhow::Result<RunOutput> {
-    cfg.validate()?;
+    cfg.check_trainable()?;
+    cfg.check_data(corpus)?;
     anyhow::ensure!(!seeds.is_empty(), "at least one seed is needed");
     let start = Instant::now();
     let mcfg = cfg.model(corpus.vocab.len());
@@ -307,7 +311,7 @@ pub fn train(
     let steps = opts.max_steps.unwrap_or(cfg.steps).min(cfg.steps);
     let mut live = vec![true; r];
     let mut diverged_at: Vec<Option<usize>> = vec![None; r];
-    let mut losses: Vec<Vec<f32>> = vec![Vec::with_capacity(steps); r];
+    let mut losses: Vec<Vec<f32>> = vec![Vec::with_capacity(steps.min(1 << 16)); r];
     let mut curves: Vec<Vec<CurvePoint>> = vec![Vec::new(); r];
     let mut last_point = 0usize;
     let mut train_time = 0.0f64;
@@ -363,7 +367,7 @@ pub fn train(
                 step: done,
                 steps,
                 loss: mean,
-                tokens_per_s: (done * r * b * t) as f64 / train_time,
+                tokens_per_s: done as f64 * (r * b * t) as f64 / train_time,
             });
         }
         let at_eval = cfg.eval_every > 0 && done % cfg.eval_every == 0 && done < steps;
@@ -426,7 +430,7 @@ pub fn train(
         params_total,
         params_nonembed,
         steps,
-        tokens_per_s: (steps * r * b * t) as f64 / train_time.max(1e-9),
+        tokens_per_s: steps as f64 * (r * b * t) as f64 / train_time.max(1e-9),
         wall_s: start.elapsed().as_secs_f64(),
         seeds: results,
     })

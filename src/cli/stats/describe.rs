@@ -79,6 +79,9 @@ pub fn run_adjust(a: &AdjustArgs) -> Result<()> {
 /// Runs `evoattn stats describe`.
 pub fn run_describe(a: &DescribeArgs) -> Result<()> {
     let x = parse_numbers("x", &a.x)?;
+    if let Some(v) = x.iter().find(|v| !v.is_finite()) {
+        anyhow::bail!("--x holds a non-finite value ({v}); give finite numbers");
+    }
     check_level("level", a.level)?;
     let d = stats::describe(&x, a.level);
     let text = format!(

@@ -68,6 +68,14 @@ pub fn run(a: &PowerArgs) -> Result<()> {
         "two-sample t-test"
     };
     let words = format!("{}, {design}", a.alternative);
+    // Very large or small effects in scientific notation.
+    let show = |d: f64| {
+        if d != 0.0 && !(1e-4..1e6).contains(&d.abs()) {
+            format!("{d:e}")
+        } else {
+            format!("{d}")
+        }
+    };
     let pow = |d: f64, n: f64| {
         if a.paired {
             power::ttest_paired_power(d, n, alpha, alt)
@@ -83,7 +91,7 @@ pub fn run(a: &PowerArgs) -> Result<()> {
             let p = pow(d, n);
             (
                 json!({"effect": num(d), "alpha": num(alpha), "n": num(n), "power": num(p)}),
-                format!("power = {p:.6} with n = {n} {unit} at d = {d}, alpha = {alpha} ({words})"),
+                format!("power = {p:.6} with n = {n} {unit} at d = {}, alpha = {alpha} ({words})", show(d)),
             )
         }
         (Some(d), None, Some(p)) => {
@@ -94,14 +102,15 @@ pub fn run(a: &PowerArgs) -> Result<()> {
             };
             let n = solved.ok_or_else(|| {
                 anyhow::anyhow!(
-                    "no n up to {} {unit} reaches power {p} at effect {d} ({words})",
-                    power::MAX_N
+                    "no n up to {} {unit} reaches power {p} at effect {} ({words})",
+                    power::MAX_N,
+                    show(d)
                 )
             })?;
             let c = n.ceil() as u64;
             (
                 json!({"effect": num(d), "alpha": num(alpha), "n": num(n), "power": num(p), "n_ceil": c}),
-                format!("n = {n:.4} {unit} (use {c}) for power {p} at d = {d}, alpha = {alpha} ({words})"),
+                format!("n = {n:.4} {unit} (use {c}) for power {p} at d = {}, alpha = {alpha} ({words})", show(d)),
             )
         }
         (None, Some(n), Some(p)) => {

@@ -5,9 +5,12 @@ use super::replicate::{self, External, Replication};
 use crate::gene::GENE_COUNT;
 use crate::record::Stage;
 use crate::search::{self, EvolveSpec};
-use crate::study::spec::{Ctx, RawStudy, SpecError, Study};
+use crate::study::spec::{Ctx, RawStudy, SpecError, Study, MAX_SEED};
 use crate::study::{scores_of, Driven, Reached, Runner};
 use anyhow::Result;
+
+/// Most generations an evolve study may run.
+pub const MAX_GENERATIONS: usize = 10_000;
 
 /// A validated evolve study.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,29 +26,72 @@ pub(crate) fn validate(raw: &RawStudy, ctx: &Ctx<'_>) -> Result<Evolve, SpecErro
     let spec = match &raw.evolve {
         None => EvolveSpec::default(),
         Some(e) => {
-            let at = Some(e.span());
+            let span = e.span();
             let e = e.get_ref().clone();
-            let bad = |m: String| Err(ctx.err(at.clone(), format!("[evolve] {m}")));
-            if e.population < 2 {
-                return bad("population must be at least 2".into());
+            let bad = |key: &str, m: String| {
+                Err(ctx.err(
+                    Some(ctx.key_span("evolve", key, span.clone())),
+                    format!("[evolve] {m}"),
+                ))
+            };
+            if !(2..=GENE_COUNT).contains(&e.population) {
+                return bad(
+                    "population",
+                    format!(
+                        "population = {} is out of range: population must be between 2 and the {GENE_COUNT} genes",
+                        e.population
+                    ),
+                );
             }
             if e.elites == 0 || e.elites >= e.population {
-                return bad(format!(
-                    "elites must be between 1 and population − 1 = {}",
-                    e.population - 1
-                ));
+                return bad(
+                    "elites",
+                    format!(
+                        "elites = {} is out of range: elites must be between 1 and population − 1 = {}",
+                        e.elites,
+                        e.population - 1
+                    ),
+                );
             }
-            if e.generations == 0 {
-                return bad("generations must be at least 1".into());
+            if !(1..=MAX_GENERATIONS).contains(&e.generations) {
+                return bad(
+                    "generations",
+                    format!(
+                        "generations = {} is out of range: generations must be between 1 and {MAX_GENERATIONS}",
+                        e.generations
+                    ),
+                );
             }
             if !(0.0..=1.0).contains(&e.mutation_rate) {
-                return bad("mutation_rate must be in [0, 1]".into());
+                return bad(
+                    "mutation_rate",
+                    format!(
+                        "mutation_rate = {} is out of range: mutation_rate must be in [0, 1]",
+                        e.mutation_rate
+                    ),
+                );
             }
             if e.max_evaluations.is_some_and(|m| m < e.population) {
-                return bad("max_evaluations must be at least the population".into());
+                return bad(
+                    "max_evaluations",
+                    format!(
+                        "max_evaluations must be at least the population ({})",
+                        e.population
+                    ),
+                );
             }
-            if e.population > GENE_COUNT {
-                return bad(format!("population exceeds the {GENE_COUNT} genes"));
+            if e.reevaluate_elites
+                && e.fresh_seed_base
+                    .checked_add(e.generations as u64)
+                    .is_none_or(|last| last > MAX_SEED)
+            {
+                return bad(
+                    "fresh_seed_base",
+                    format!(
+                        "fresh_seed_base = {} is too large: the fresh seeds fresh_seed_base + generation must stay at most {MAX_SEED}",
+                        e.fresh_seed_base
+                    ),
+                );
             }
             e
         }

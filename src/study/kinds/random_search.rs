@@ -27,8 +27,11 @@ pub(crate) fn validate(raw: &RawStudy, ctx: &Ctx<'_>) -> Result<RandomSearch, Sp
             let v = r.get_ref().clone();
             if v.evaluations == 0 || v.evaluations > GENE_COUNT {
                 return Err(ctx.err(
-                    Some(r.span()),
-                    format!("[random_search] evaluations must be between 1 and {GENE_COUNT}"),
+                    Some(ctx.key_span("random_search", "evaluations", r.span())),
+                    format!(
+                        "[random_search] evaluations = {} is out of range: evaluations must be between 1 and {GENE_COUNT}",
+                        v.evaluations
+                    ),
                 ));
             }
             v

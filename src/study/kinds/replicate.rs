@@ -232,7 +232,14 @@ fn read_other(root: &Path, other: &str, at: &str, key: &str) -> Result<Vec<RunRo
             path.display()
         );
     }
-    let rows = runs_from_frame(&read_parquet(&path)?)?;
+    let rows = read_parquet(&path)
+        .and_then(|df| runs_from_frame(&df))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{at}: `{key}` names study `{other}`, but {} cannot be read: {e:#}; run `evoattn run` on that study again to rebuild it",
+                path.display()
+            )
+        })?;
     if rows.is_empty() {
         bail!(
             "{at}: study `{other}` has no finished runs in {}",
@@ -341,7 +348,11 @@ impl Replication {
                 if !out.complete {
                     return Ok(());
                 }
-                let search = &out.stages[0];
+                let Some(search) = out.stages.first() else {
+                    bail!(
+                        "a replication of this study's own top genes needs its search stage first"
+                    );
+                };
                 let rows: Vec<&RunRow> = search
                     .requests
                     .iter()

@@ -28,6 +28,9 @@ pub struct Tune {
 /// Default number of trials.
 pub const DEFAULT_TRIALS: usize = 20;
 
+/// Most trials a tune study may declare.
+pub const MAX_TRIALS: usize = 10_000;
+
 /// Validates `[tune]` (required).
 pub(crate) fn validate(raw: &RawStudy, ctx: &Ctx<'_>) -> Result<Tune, SpecError> {
     let Some(t) = &raw.tune else {
@@ -74,13 +77,24 @@ pub(crate) fn validate(raw: &RawStudy, ctx: &Ctx<'_>) -> Result<Tune, SpecError>
                 trials = value
                     .as_integer()
                     .and_then(|v| usize::try_from(v).ok())
-                    .ok_or_else(|| bad("trials must be a whole number".into()))?;
+                    .filter(|v| (1..=MAX_TRIALS).contains(v))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "trials = {value} is out of range: trials must be a whole number between 1 and {MAX_TRIALS}"
+                        ))
+                    })?;
             }
             "seed" => {
                 seed = value
                     .as_integer()
                     .and_then(|v| u64::try_from(v).ok())
-                    .ok_or_else(|| bad("seed must be a non-negative whole number".into()))?;
+                    .filter(|&v| v <= crate::study::spec::MAX_SEED)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "seed = {value} is out of range: seed must be a whole number between 0 and {}",
+                            crate::study::spec::MAX_SEED
+                        ))
+                    })?;
             }
             k => {
                 let h = tune::hparam(k).ok_or_else(|| {
@@ -101,7 +115,7 @@ pub(crate) fn validate(raw: &RawStudy, ctx: &Ctx<'_>) -> Result<Tune, SpecError>
                     }
                 };
                 (h.check)(lo, hi, ctx.config)
-                    .map_err(|m| ctx.err(at.clone(), format!("[tune] {m}")))?;
+                    .map_err(|m| bad(format!("{k} = [{lo}, {hi}]: {m}")))?;
                 ranges = ranges.with(h, [lo, hi]);
             }
         }

@@ -1,7 +1,8 @@
 //! Claims: how several processes share a study. `claims/<pack_id>.<k>` is created with
 //! `O_EXCL`; the highest `k` is the live claim. A claim is stale when its process is gone
 //! (same host) or its heartbeat (mtime) is older than [`STALE_AFTER`]; a stale claim is
-//! superseded by creating `k + 1`, which only one process can do.
+//! superseded by creating `k + 1`, which only one process can do. A holder on this host
+//! that is a zombie (exited, not yet reaped: state `Z` in `/proc/PID/stat`) is gone.
 
 use super::fsio::store_error;
 use super::Store;
@@ -26,14 +27,41 @@ pub struct ClaimInfo {
     pub since: String,
 }
 
-/// State of a pack in the store.
+/// Who holds a pack's claim, seen from this process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Holder {
+    /// The claim's contents.
+    pub info: ClaimInfo,
+    /// Time since its last heartbeat (the claim file's mtime).
+    pub heartbeat_age: Duration,
+}
+
+impl Holder {
+    /// When the claim goes stale unless the holder beats again (a holder on this host is
+    /// also taken over as soon as its process is gone).
+    pub fn takeover_in(&self) -> Duration {
+        STALE_AFTER.saturating_sub(self.heartbeat_age)
+    }
+
+    /// `pid 123 on host h (claimed at T, last heartbeat 5 s ago)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "pid {} on host {} (claimed at {}, last heartbeat {} s ago)",
+            self.info.pid,
+            self.info.host,
+            self.info.since,
+            self.heartbeat_age.as_secs()
+        )
+    }
+}
+
+/// Claim state of a pack in the store (whether it is finished is
+/// [`Store::pack_check`]'s business).
 #[derive(Debug, Clone, PartialEq)]
 pub enum PackState {
-    /// Its runs file exists.
-    Done,
-    /// A live claim by another process.
+    /// A live claim by another process (or by this one).
     Claimed(ClaimInfo),
-    /// Neither.
+    /// No live claim.
     Pending,
 }
 
@@ -45,11 +73,21 @@ pub fn host_name() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn process_alive(pid: u32) -> bool {
-    if Path::new("/proc/self").exists() {
-        Path::new(&format!("/proc/{pid}")).exists()
-    } else {
-        true // cannot tell: rely on the heartbeat
+/// Whether process `pid` of this host is running: it exists and is not a zombie (dead,
+/// not yet reaped by its parent) or dead (`Z`, `X` in `/proc/PID/stat`).
+pub fn process_alive(pid: u32) -> bool {
+    if !Path::new("/proc/self").exists() {
+        return true; // cannot tell: rely on the heartbeat
+    }
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold any
+        // character: it is the first field after the last ')'.
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next()),
+            Some("Z") | Some("X") | Some("x")
+        ),
+        Err(_) => Path::new(&format!("/proc/{pid}")).exists(),
     }
 }
 
@@ -79,6 +117,11 @@ impl Store {
 
     /// The holder of the claim file at `path` when it is live; `None` when stale.
     fn live_holder(&self, path: &Path) -> Option<ClaimInfo> {
+        self.holder_of(path).map(|h| h.info)
+    }
+
+    /// The holder of the claim file at `path` with its heartbeat age, when it is live.
+    fn holder_of(&self, path: &Path) -> Option<Holder> {
         let info: Option<ClaimInfo> = fs::read_to_string(path)
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
@@ -87,25 +130,34 @@ impl Store {
             .ok()
             .and_then(|m| SystemTime::now().duration_since(m).ok())
             .unwrap_or_default();
-        match info {
-            Some(i) if i.host == self.host && !process_alive(i.pid) => None,
-            Some(i) if i.host == self.host && i.pid == std::process::id() => Some(i),
-            _ if age > STALE_AFTER => None,
-            Some(i) => Some(i),
+        let info = match info {
+            Some(i) if i.host == self.host && !process_alive(i.pid) => return None,
+            Some(i) if i.host == self.host && i.pid == std::process::id() => i,
+            _ if age > STALE_AFTER => return None,
+            Some(i) => i,
             // Being written right now, or unreadable: live until the heartbeat says otherwise.
-            None => Some(ClaimInfo {
+            None => ClaimInfo {
                 host: "?".into(),
                 pid: 0,
                 since: "?".into(),
-            }),
-        }
+            },
+        };
+        Some(Holder {
+            info,
+            heartbeat_age: age,
+        })
     }
 
-    /// The state of `pack` now: done, claimed by a live claim, or pending.
+    /// The live holder of `pack`'s claim, if any.
+    pub fn holder(&self, pack: &str) -> Result<Option<Holder>> {
+        Ok(self
+            .claim_files(pack)?
+            .last()
+            .and_then(|(_, p)| self.holder_of(p)))
+    }
+
+    /// The claim state of `pack` now: claimed by a live claim, or pending.
     pub fn pack_state(&self, pack: &str) -> Result<PackState> {
-        if self.pack_done(pack) {
-            return Ok(PackState::Done);
-        }
         match self.claim_files(pack)?.last() {
             Some((_, p)) => Ok(self
                 .live_holder(p)
@@ -114,12 +166,10 @@ impl Store {
         }
     }
 
-    /// Tries to claim `pack`; `None` when it is done or another live process holds it.
+    /// Tries to claim `pack`; `None` when a live process holds it. Whether the pack is
+    /// finished is for the caller to check, holding the claim.
     pub fn claim(&self, pack: &str) -> Result<Option<Claim>> {
         for _ in 0..8 {
-            if self.pack_done(pack) {
-                return Ok(None);
-            }
             let files = self.claim_files(pack)?;
             let next = match files.last() {
                 None => 0,
@@ -138,13 +188,12 @@ impl Store {
                         pid: std::process::id(),
                         since: now_rfc3339(),
                     };
-                    f.write_all(serde_json::to_string(&info)?.as_bytes())
+                    if let Err(e) = f
+                        .write_all(serde_json::to_string(&info)?.as_bytes())
                         .and_then(|_| f.sync_all())
-                        .map_err(|e| store_error(&e, &path, "write the claim"))?;
-                    // Finished by someone between our check and the claim?
-                    if self.pack_done(pack) {
+                    {
                         let _ = fs::remove_file(&path);
-                        return Ok(None);
+                        return Err(store_error(&e, &path, "write the claim"));
                     }
                     return Ok(Some(Claim { path }));
                 }

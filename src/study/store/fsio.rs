@@ -16,14 +16,22 @@ pub fn read_parquet(path: &Path) -> Result<DataFrame> {
         .map_err(|e| anyhow!("cannot read {} as Parquet: {e}", path.display()))
 }
 
-/// Explains an I/O error on the store in terms of what to do.
+/// Explains an I/O error on the store in terms of what to do: the path, the operation,
+/// the OS error and a fix.
 pub fn store_error(e: &std::io::Error, path: &Path, doing: &str) -> anyhow::Error {
     let hint = match e.raw_os_error() {
-        Some(28) => "the disk is full; free space and run again: finished units are kept",
+        Some(28) | Some(122) => {
+            "the disk is full (or over quota); free space and run again: finished units are kept"
+        }
         Some(13) | Some(1) | Some(30) => {
             "the store is not writable; fix its permissions or pass --store DIR"
         }
-        Some(20) | Some(21) => "a file is in the way of the store's folders; pass --store DIR",
+        Some(17) | Some(20) | Some(21) => {
+            "a file is in the way of the store's folders (or a folder in the way of a file); move it away or pass --store DIR"
+        }
+        Some(2) => "it vanished while evoattn ran (removed by another process?); run again",
+        Some(24) => "too many open files; raise the limit (ulimit -n) and run again",
+        Some(5) => "the device reported an I/O error; check the disk, then run again",
         _ => "finished units are kept; fix the cause and run again to resume",
     };
     anyhow!("cannot {doing} {}: {e} ({hint})", path.display())
@@ -44,7 +52,11 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) ->
             .create_new(true)
             .open(&tmp)
             .map_err(|e| store_error(&e, &tmp, "create"))?;
-        write(&mut f)?;
+        write(&mut f).map_err(|e| match e.downcast::<std::io::Error>() {
+            Ok(io) => store_error(&io, path, "write"),
+            Err(e) if e.to_string().contains(&path.display().to_string()) => e,
+            Err(e) => e.context(format!("cannot write {}", path.display())),
+        })?;
         f.flush().map_err(|e| store_error(&e, &tmp, "write"))?;
         f.sync_all().map_err(|e| store_error(&e, &tmp, "sync"))?;
         drop(f);

@@ -1,8 +1,8 @@
 //! `meta.json` and `study.toml`: what a store was made from, typed.
 
-use super::fsio::write_atomic;
+use super::fsio::{store_error, write_atomic};
 use super::Store;
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -53,16 +53,18 @@ impl Store {
 
     /// Writes `meta.json` atomically.
     pub fn write_meta(&self, meta: &StoreMeta) -> Result<()> {
-        write_atomic(&self.dir.join("meta.json"), |f| {
-            serde_json::to_writer_pretty(&mut *f, meta)
-                .map_err(|e| anyhow!("cannot write meta.json: {e}"))
+        let path = self.dir.join("meta.json");
+        let text = serde_json::to_vec_pretty(meta)?;
+        write_atomic(&path, |f| {
+            std::io::Write::write_all(f, &text).map_err(|e| store_error(&e, &path, "write"))
         })
     }
 
     /// Keeps a copy of the study file as run (`study.toml`), atomically.
     pub fn write_study_file(&self, text: &[u8]) -> Result<()> {
-        write_atomic(&self.dir.join("study.toml"), |f| {
-            std::io::Write::write_all(f, text).map_err(Into::into)
+        let path = self.dir.join("study.toml");
+        write_atomic(&path, |f| {
+            std::io::Write::write_all(f, text).map_err(|e| store_error(&e, &path, "write"))
         })
     }
 }

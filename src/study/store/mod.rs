@@ -4,33 +4,109 @@
 //!
 //! Layout of `<store>/<study>/`:
 //! - `packs/<pack_id>.curves.parquet`, then `packs/<pack_id>.runs.parquet` (the commit
-//!   marker: a pack is finished when its runs file exists). Each is written to a temporary
-//!   file, fsynced and renamed ([`fsio`]), so a crash leaves either the whole file or none.
+//!   marker). Each is written to a temporary file, fsynced and renamed ([`fsio`]), so a
+//!   crash leaves either the whole file or none. A pack is finished only when every unit
+//!   the plan puts in it has a row and its runs file (if any) is readable with the
+//!   expected columns, holds only the pack's own units, each once ([`Store::pack_check`]);
+//!   any other runs file of a planned pack is moved to `rejected/` and the pack retrained.
 //! - `claims/<pack_id>.<k>` ([`claims`]). Rows can never be duplicated: a unit's row lives
 //!   in the file named by its pack, and consolidation keeps one row per unit id.
+//! - `failed/<pack_id>.json` ([`Failure`]): a pack whose training failed (error or panic)
+//!   in the last attempt, with the message; removed when the pack finishes.
+//! - `rejected/`: runs and curves files put aside because they were not a finished pack.
 //! - `runs.parquet`, `curves.parquet`, `generations.parquet`, `race.parquet` ([`schema`]):
 //!   rebuilt from the packs under an exclusive lock on `.lock` (the last two by the study
 //!   kinds that have them).
 //! - `study.toml` (the file as run) and `meta.json` ([`meta`]).
+//!
+//! Opening a store for writing removes temporary (`.tmp-…`) and probe (`.probe-…`) files
+//! that interrupted processes left behind (older than [`STALE_AFTER`]).
 
 pub mod claims;
 pub mod fsio;
 pub mod meta;
 pub mod schema;
 
+use super::plan::Pack;
 use crate::record::{CurveRow, GenerationRow, RunRow};
 use anyhow::{bail, Result};
-pub use claims::{host_name, Claim, ClaimInfo, PackState, STALE_AFTER};
-use fsio::store_error;
+pub use claims::{host_name, Claim, ClaimInfo, Holder, PackState, STALE_AFTER};
+pub use fsio::store_error;
 pub use fsio::{read_parquet, write_atomic, write_parquet};
 pub use meta::StoreMeta;
 pub use schema::{
     curves_frame, curves_from_frame, generations_frame, generations_from_frame, race_frame,
     race_from_frame, runs_frame, runs_from_frame,
 };
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// What a runs file on disk looked like when it was last read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    ino: u64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let ino = std::os::unix::fs::MetadataExt::ino(&m);
+    #[cfg(not(unix))]
+    let ino = 0;
+    Some(Stamp {
+        len: m.len(),
+        modified: m.modified().ok(),
+        ino,
+    })
+}
+
+/// A runs file as read: its rows, or why they cannot be trusted.
+#[derive(Debug, Clone)]
+struct PackFile {
+    stamp: Option<Stamp>,
+    rows: std::result::Result<Vec<RunRow>, String>,
+}
+
+/// Whether a planned pack is finished ([`Store::pack_check`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PackCheck {
+    /// Every unit has a row and the pack's runs file, if any, is sound.
+    Finished,
+    /// Units are missing and the pack has no runs file.
+    Missing,
+    /// The pack's runs file is not a finished pack (why): put it aside and retrain.
+    Bad(String),
+}
+
+/// A pack whose training failed, as `failed/<pack_id>.json` records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The pack.
+    pub pack_id: String,
+    /// Its stage.
+    pub stage: String,
+    /// Its gene.
+    pub gene: String,
+    /// Its seeds.
+    pub seeds: Vec<u64>,
+    /// Its unit ids.
+    pub unit_ids: Vec<String>,
+    /// `error` or `panic`.
+    pub kind: String,
+    /// What went wrong.
+    pub message: String,
+    /// Host of the process that tried.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// When it failed.
+    pub at: String,
+}
 
 /// A study's folder in the store.
 #[derive(Debug)]
@@ -38,27 +114,42 @@ pub struct Store {
     /// `<store>/<study>`.
     pub dir: PathBuf,
     pub(crate) host: String,
-    seen_files: HashSet<String>,
+    /// Runs files by name, in the order first seen.
+    files: Vec<(String, PackFile)>,
     runs: HashMap<String, RunRow>,
 }
 
 impl Store {
-    /// Opens (creating) the folder of study `name` under `root` and checks it is writable.
+    fn at(dir: PathBuf) -> Store {
+        Store {
+            dir,
+            host: host_name(),
+            files: Vec::new(),
+            runs: HashMap::new(),
+        }
+    }
+
+    /// Opens (creating) the folder of study `name` under `root`, checks it is writable and
+    /// removes stale temporary and probe files.
     pub fn open(root: &Path, name: &str) -> Result<Store> {
         let dir = root.join(name);
         for sub in ["packs", "claims"] {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(|e| store_error(&e, &p, "create the folder"))?;
+            if !p.is_dir() {
+                bail!(
+                    "cannot use the store {}: {} is not a folder; move it away or pass --store DIR",
+                    dir.display(),
+                    p.display()
+                );
+            }
         }
         let probe = dir.join(format!(".probe-{}", std::process::id()));
-        fs::write(&probe, b"ok").map_err(|e| store_error(&e, &dir, "write to the store"))?;
+        fs::write(&probe, b"ok").map_err(|e| store_error(&e, &probe, "write to the store"))?;
         let _ = fs::remove_file(&probe);
-        Ok(Store {
-            dir,
-            host: host_name(),
-            seen_files: HashSet::new(),
-            runs: HashMap::new(),
-        })
+        let store = Store::at(dir);
+        store.clean_stale_temporaries();
+        Ok(store)
     }
 
     /// Opens an existing study folder for reading only.
@@ -67,12 +158,42 @@ impl Store {
         if !dir.join("packs").is_dir() {
             bail!("no store for study `{name}` at {}", dir.display());
         }
-        Ok(Store {
-            dir,
-            host: host_name(),
-            seen_files: HashSet::new(),
-            runs: HashMap::new(),
-        })
+        Ok(Store::at(dir))
+    }
+
+    /// Removes `.tmp-…` and `.probe-…` files older than [`STALE_AFTER`] from the study's
+    /// folders (a live writer finishes its file within seconds); returns how many.
+    pub fn clean_stale_temporaries(&self) -> usize {
+        let mut n = 0;
+        for d in [
+            self.dir.clone(),
+            self.dir.join("packs"),
+            self.dir.join("claims"),
+            self.dir.join("failed"),
+        ] {
+            let Ok(entries) = fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.filter_map(|e| e.ok()) {
+                let name = e.file_name().to_string_lossy().to_string();
+                if !(name.starts_with(".tmp-") || name.starts_with(".probe-")) {
+                    continue;
+                }
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|m| SystemTime::now().duration_since(m).ok())
+                    .is_some_and(|age| age > STALE_AFTER);
+                if old
+                    && e.file_type().is_ok_and(|t| t.is_file())
+                    && fs::remove_file(e.path()).is_ok()
+                {
+                    n += 1;
+                }
+            }
+        }
+        n
     }
 
     fn runs_path(&self, pack: &str) -> PathBuf {
@@ -85,7 +206,30 @@ impl Store {
             .join(format!("{pack}.curves.parquet"))
     }
 
-    /// Reads pack files written since the last refresh (by this or any other process).
+    /// Reads a runs file and checks what can be checked without the plan: the columns
+    /// and their types, every row naming this pack, no unit twice, a readable curves file.
+    fn read_pack_file(&self, pack: &str, path: &Path) -> std::result::Result<Vec<RunRow>, String> {
+        let rows = read_parquet(path)
+            .and_then(|df| runs_from_frame(&df))
+            .map_err(|e| format!("{e:#}"))?;
+        if let Some(r) = rows.iter().find(|r| r.pack_id != pack) {
+            return Err(format!(
+                "its row of unit {} names pack {}, not this one",
+                r.unit_id, r.pack_id
+            ));
+        }
+        let mut seen = HashSet::new();
+        if let Some(r) = rows.iter().find(|r| !seen.insert(r.unit_id.as_str())) {
+            return Err(format!("unit {} has two rows", r.unit_id));
+        }
+        self.pack_curves(pack)
+            .map_err(|e| format!("its curves file: {e:#}"))?;
+        Ok(rows)
+    }
+
+    /// Reads runs files written or changed since the last refresh (by this or any other
+    /// process) and forgets files that are gone. Unreadable files are remembered as such;
+    /// their rows never count.
     pub fn refresh(&mut self) -> Result<()> {
         let packs = self.dir.join("packs");
         let mut names: Vec<String> = fs::read_dir(&packs)
@@ -93,17 +237,52 @@ impl Store {
             .filter_map(|e| e.ok())
             .filter_map(|e| e.file_name().into_string().ok())
             .filter(|n| n.ends_with(".runs.parquet") && !n.starts_with('.'))
-            .filter(|n| !self.seen_files.contains(n))
             .collect();
         names.sort();
-        for n in names {
-            let df = read_parquet(&packs.join(&n))?;
-            for row in runs_from_frame(&df)? {
-                self.runs.entry(row.unit_id.clone()).or_insert(row);
+        let mut changed = false;
+        let present: HashSet<&String> = names.iter().collect();
+        let before = self.files.len();
+        self.files.retain(|(n, _)| present.contains(n));
+        changed |= self.files.len() != before;
+        for n in &names {
+            let path = packs.join(n);
+            let st = stamp(&path);
+            let known = self.files.iter().position(|(m, _)| m == n);
+            if let Some(i) = known {
+                if self.files[i].1.stamp == st && st.is_some() {
+                    continue;
+                }
             }
-            self.seen_files.insert(n);
+            let pack = n.trim_end_matches(".runs.parquet");
+            let file = PackFile {
+                stamp: st,
+                rows: self.read_pack_file(pack, &path),
+            };
+            match known {
+                Some(i) => self.files[i].1 = file,
+                None => self.files.push((n.clone(), file)),
+            }
+            changed = true;
+        }
+        if changed {
+            self.rebuild();
         }
         Ok(())
+    }
+
+    /// The finished rows: the first row of each unit over the sound files, in the order
+    /// the files were first seen.
+    fn rebuild(&mut self) {
+        self.runs.clear();
+        for (_, f) in &self.files {
+            if let Ok(rows) = &f.rows {
+                for r in rows {
+                    self.runs
+                        .entry(r.unit_id.clone())
+                        .or_insert_with(|| r.clone());
+                }
+            }
+        }
     }
 
     /// The finished row of a unit, if any (as of the last refresh).
@@ -121,27 +300,130 @@ impl Store {
         self.runs.values()
     }
 
-    /// Whether the runs file of `pack` exists on disk now.
+    /// Whether the runs file of `pack` exists on disk now (finished or not: see
+    /// [`Store::pack_check`]).
     pub fn pack_done(&self, pack: &str) -> bool {
         self.runs_path(pack).exists()
+    }
+
+    /// Whether planned pack `pack` is finished (as of the last refresh): every unit has a
+    /// row, and the pack's own runs file, if there is one, is readable, holds only units of
+    /// the pack and is not missing any of them.
+    pub fn pack_check(&self, pack: &Pack) -> PackCheck {
+        let name = format!("{}.runs.parquet", pack.id);
+        let file = self.files.iter().find(|(n, _)| *n == name).map(|(_, f)| f);
+        let all_done = pack.units.iter().all(|u| self.is_done(&u.id));
+        match file.map(|f| &f.rows) {
+            None if all_done => PackCheck::Finished,
+            None => PackCheck::Missing,
+            Some(Err(e)) => PackCheck::Bad(e.clone()),
+            Some(Ok(rows)) => {
+                let planned: HashSet<&str> = pack.units.iter().map(|u| u.id.as_str()).collect();
+                if let Some(r) = rows.iter().find(|r| !planned.contains(r.unit_id.as_str())) {
+                    return PackCheck::Bad(format!(
+                        "it holds unit {} (seed {}), which the plan does not put in this pack",
+                        r.unit_id, r.seed
+                    ));
+                }
+                if all_done {
+                    return PackCheck::Finished;
+                }
+                let missing: Vec<u64> = pack
+                    .units
+                    .iter()
+                    .filter(|u| !self.is_done(&u.id))
+                    .map(|u| u.seed)
+                    .collect();
+                PackCheck::Bad(format!(
+                    "it holds {} of the pack's {} units (seeds {:?} are missing)",
+                    rows.len(),
+                    pack.units.len(),
+                    missing
+                ))
+            }
+        }
+    }
+
+    /// Moves the runs and curves files of `pack` to `rejected/` (named with the time) and
+    /// forgets their rows; returns where the runs file went.
+    pub fn reject(&mut self, pack: &str) -> Result<PathBuf> {
+        let dir = self.dir.join("rejected");
+        fs::create_dir_all(&dir).map_err(|e| store_error(&e, &dir, "create the folder"))?;
+        let t = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let mut runs_to = dir.clone();
+        for (from, kind) in [
+            (self.curves_path(pack), "curves"),
+            (self.runs_path(pack), "runs"),
+        ] {
+            let to = dir.join(format!("{pack}.{t}.{kind}.parquet"));
+            if from.exists() {
+                fs::rename(&from, &to).map_err(|e| store_error(&e, &from, "move aside"))?;
+            }
+            if kind == "runs" {
+                runs_to = to;
+            }
+        }
+        let name = format!("{pack}.runs.parquet");
+        self.files.retain(|(n, _)| *n != name);
+        self.rebuild();
+        Ok(runs_to)
     }
 
     /// Writes a finished pack: curves first, then runs (the commit marker).
     pub fn write_pack(&mut self, pack: &str, runs: &[RunRow], curves: &[CurveRow]) -> Result<()> {
         write_parquet(&self.curves_path(pack), &mut curves_frame(curves)?)?;
-        write_parquet(&self.runs_path(pack), &mut runs_frame(runs)?)?;
-        for r in runs {
-            self.runs
-                .entry(r.unit_id.clone())
-                .or_insert_with(|| r.clone());
+        let path = self.runs_path(pack);
+        write_parquet(&path, &mut runs_frame(runs)?)?;
+        let name = format!("{pack}.runs.parquet");
+        let file = PackFile {
+            stamp: stamp(&path),
+            rows: Ok(runs.to_vec()),
+        };
+        match self.files.iter().position(|(n, _)| *n == name) {
+            Some(i) => self.files[i].1 = file,
+            None => self.files.push((name, file)),
         }
-        self.seen_files.insert(format!("{pack}.runs.parquet"));
+        self.rebuild();
         Ok(())
     }
 
     /// Curve rows of a finished pack.
     pub fn pack_curves(&self, pack: &str) -> Result<Vec<CurveRow>> {
         curves_from_frame(&read_parquet(&self.curves_path(pack))?)
+    }
+
+    fn failure_path(&self, pack: &str) -> PathBuf {
+        self.dir.join("failed").join(format!("{pack}.json"))
+    }
+
+    /// Records that `failure.pack_id` failed (replacing an earlier record).
+    pub fn record_failure(&self, failure: &Failure) -> Result<()> {
+        let dir = self.dir.join("failed");
+        fs::create_dir_all(&dir).map_err(|e| store_error(&e, &dir, "create the folder"))?;
+        let path = self.failure_path(&failure.pack_id);
+        let text = serde_json::to_vec_pretty(failure)?;
+        write_atomic(&path, |f| {
+            std::io::Write::write_all(f, &text).map_err(|e| store_error(&e, &path, "write"))
+        })
+    }
+
+    /// Removes the failure record of `pack`, if any.
+    pub fn clear_failure(&self, pack: &str) {
+        let _ = fs::remove_file(self.failure_path(pack));
+    }
+
+    /// The failure record of `pack`, if any.
+    pub fn failure(&self, pack: &str) -> Option<Failure> {
+        let bytes = fs::read(self.failure_path(pack)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Every failure record of the study, by pack id.
+    pub fn failures(&self) -> Vec<Failure> {
+        read_failures(&self.dir)
     }
 
     /// Rebuilds `runs.parquet` and `curves.parquet` from the packs, keeping the units of
@@ -200,6 +482,23 @@ impl Store {
             &mut generations_frame(rows)?,
         )
     }
+}
+
+/// The failure records under a study's store folder `dir` (`failed/*.json`), by pack id;
+/// unreadable records are skipped. For reports: a study with failures is incomplete.
+pub fn read_failures(dir: &Path) -> Vec<Failure> {
+    let Ok(entries) = fs::read_dir(dir.join("failed")) else {
+        return vec![];
+    };
+    let mut v: Vec<Failure> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| fs::read(e.path()).ok())
+        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .collect();
+    v.sort_by(|a: &Failure, b| a.pack_id.cmp(&b.pack_id));
+    v
 }
 
 #[cfg(test)]
@@ -293,6 +592,173 @@ pub(crate) mod tests {
         assert!(c2.path.ends_with("pk.2"));
         store.release(c2);
         store.release(c);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_zombie_holder_counts_as_dead() {
+        let dir = tempdir();
+        let store = Store::open(&dir, "t").unwrap();
+        // A child that has exited but is not reaped yet is a zombie.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while claims::process_alive(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "child never became a zombie"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(
+            fs::read_to_string(format!("/proc/{pid}/stat")).is_ok(),
+            "already reaped"
+        );
+        let info = ClaimInfo {
+            host: host_name(),
+            pid,
+            since: now_rfc3339(),
+        };
+        fs::write(
+            store.dir.join("claims/pk.0"),
+            serde_json::to_string(&info).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(store.pack_state("pk").unwrap(), PackState::Pending);
+        assert!(store.holder("pk").unwrap().is_none());
+        child.wait().unwrap();
+        assert!(claims::process_alive(std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn stale_temporary_and_probe_files_are_removed_on_open() {
+        let dir = tempdir();
+        let store = Store::open(&dir, "t").unwrap();
+        let old = SystemTime::now() - STALE_AFTER - std::time::Duration::from_secs(5);
+        let paths = [
+            store.dir.join(".tmp-runs.parquet-123-456"),
+            store.dir.join("packs/.tmp-ab.runs.parquet-1-2"),
+            store.dir.join(".probe-77"),
+        ];
+        for p in &paths {
+            fs::write(p, b"x").unwrap();
+            fs::File::options()
+                .append(true)
+                .open(p)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        // A fresh one may belong to a live writer: kept.
+        let fresh = store.dir.join("packs/.tmp-cd.runs.parquet-1-3");
+        fs::write(&fresh, b"x").unwrap();
+        let _ = Store::open(&dir, "t").unwrap();
+        for p in &paths {
+            assert!(!p.exists(), "{} kept", p.display());
+        }
+        assert!(fresh.exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_pack_is_finished_only_when_its_file_holds_exactly_its_units() {
+        use crate::study::plan::Planner;
+        let dir = tempdir();
+        let mut store = Store::open(&dir, "t").unwrap();
+        let planner = Planner::new(Preset::Smoke.config(), "fp".into(), 2);
+        let pack = planner
+            .pack(&[(Gene::BASELINE, 1), (Gene::BASELINE, 2)], |_| false)
+            .remove(0);
+        let mk = |u: &crate::study::plan::Unit| RunRow {
+            unit_id: u.id.clone(),
+            pack_id: pack.id.clone(),
+            seed: u.seed,
+            ..row("x", u.seed, Some(50.0))
+        };
+        assert_eq!(store.pack_check(&pack), PackCheck::Missing);
+        store
+            .write_pack(&pack.id, &[mk(&pack.units[0])], &[])
+            .unwrap();
+        let mut fresh = Store::open(&dir, "t").unwrap();
+        fresh.refresh().unwrap();
+        assert!(
+            matches!(fresh.pack_check(&pack), PackCheck::Bad(m) if m.contains("1 of the pack's 2"))
+        );
+        // Another process rewrites the file with both units: the change is seen.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        store
+            .write_pack(&pack.id, &[mk(&pack.units[0]), mk(&pack.units[1])], &[])
+            .unwrap();
+        fresh.refresh().unwrap();
+        assert_eq!(fresh.pack_check(&pack), PackCheck::Finished);
+        // A file that is not Parquet, or misses a column, is bad and its rows never count.
+        fs::write(
+            store.dir.join(format!("packs/{}.runs.parquet", pack.id)),
+            b"junk",
+        )
+        .unwrap();
+        fresh.refresh().unwrap();
+        assert!(matches!(fresh.pack_check(&pack), PackCheck::Bad(m) if m.contains("Parquet")));
+        assert!(!fresh.is_done(&pack.units[0].id));
+        let to = fresh.reject(&pack.id).unwrap();
+        assert!(to.exists() && to.starts_with(store.dir.join("rejected")));
+        assert_eq!(fresh.pack_check(&pack), PackCheck::Missing);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn failures_are_recorded_and_cleared() {
+        let dir = tempdir();
+        let store = Store::open(&dir, "t").unwrap();
+        let f = Failure {
+            pack_id: "pk".into(),
+            stage: "search".into(),
+            gene: Gene::BASELINE.to_string(),
+            seeds: vec![1],
+            unit_ids: vec!["u".into()],
+            kind: "panic".into(),
+            message: "boom".into(),
+            host: host_name(),
+            pid: 1,
+            at: now_rfc3339(),
+        };
+        store.record_failure(&f).unwrap();
+        assert_eq!(store.failure("pk"), Some(f.clone()));
+        assert_eq!(read_failures(&store.dir), vec![f]);
+        store.clear_failure("pk");
+        assert!(store.failures().is_empty());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn io_errors_name_the_path_and_the_fix() {
+        let p = Path::new("/some/store/study.toml");
+        for (code, needle) in [
+            (28, "disk is full"),
+            (17, "in the way"),
+            (13, "not writable"),
+        ] {
+            let e = store_error(&std::io::Error::from_raw_os_error(code), p, "write");
+            let s = e.to_string();
+            assert!(
+                s.contains("/some/store/study.toml") && s.contains(needle),
+                "{s}"
+            );
+        }
+        // An error inside an atomic write names the file.
+        let dir = tempdir();
+        let target = dir.join("meta.json");
+        let e = write_atomic(&target, |_| {
+            Err(std::io::Error::from_raw_os_error(28).into())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("meta.json") && e.contains("disk is full"), "{e}");
+        assert!(
+            fs::read_dir(&dir).unwrap().next().is_none(),
+            "temporary file left"
+        );
         let _ = fs::remove_dir_all(&dir);
     }
 
