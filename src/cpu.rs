@@ -51,3 +51,34 @@ mod tests {
         let _ = half;
     }
 }
+
+/// The CPU's model name (`model name` in `/proc/cpuinfo`), else the architecture.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("{} (model unknown)", std::env::consts::ARCH))
+}
+
+/// The GPU's name as `nvidia-smi` reports it for `ordinal`, else `cuda:ORDINAL`.
+pub fn gpu_name(ordinal: usize) -> String {
+    std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=name",
+            "--format=csv,noheader",
+            "-i",
+            &ordinal.to_string(),
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("cuda:{ordinal} (name unknown)"))
+}

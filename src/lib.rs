@@ -27,6 +27,7 @@
 pub mod cpu;
 pub mod data;
 pub mod gene;
+pub mod interrupt;
 pub mod model;
 pub mod record;
 pub mod report;

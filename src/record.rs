@@ -157,6 +157,9 @@ pub struct RunRow {
     pub wall_s: f64,
     /// `cpu` or `cuda:N`.
     pub device: String,
+    /// What it ran on: the CPU model (`/proc/cpuinfo`) or the GPU's name; empty in stores
+    /// written before evoattn recorded it.
+    pub hardware: String,
     /// Compute threads of the run.
     pub threads: u64,
     /// Replicas in the pack.

@@ -20,6 +20,7 @@ fn rebuild(dir: &Path) {
         "generations.parquet",
         "meta.json",
         "study.toml",
+        "race.parquet",
     ] {
         if dir.join(f).exists() {
             std::fs::copy(dir.join(f), out.join(f)).unwrap();

@@ -257,6 +257,7 @@ impl Runner for NoTraining {
                 tokens_per_s: 1.0,
                 wall_s: 1.0,
                 device: "cpu".into(),
+                hardware: "test cpu".into(),
                 threads: 1,
                 replicas: 1,
                 evoattn_version: String::new(),

@@ -27,6 +27,7 @@ fn row(gene: Gene, seed: u64, val: Option<f64>) -> RunRow {
         tokens_per_s: 1e4,
         wall_s: 60.0,
         device: "cpu".into(),
+        hardware: "test cpu".into(),
         threads: 1,
         replicas: 1,
         evoattn_version: "0.1.0".into(),

@@ -62,8 +62,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             on_step: Some(&mut cb),
             max_steps: Some(warm.saturating_add(a.steps)),
             skip_eval: true,
-            poison: None,
             eval_test: false,
+            ..Default::default()
         },
     )?;
     let [t0, t1] = marks[..] else {

@@ -7,6 +7,7 @@ pub mod genes;
 pub mod output;
 pub mod report;
 pub mod run;
+pub mod simulate;
 pub mod stats;
 pub mod train;
 
@@ -57,6 +58,8 @@ pub enum Cmd {
     Report(report::ReportArgs),
     /// Show each preset's settings and a gene's parameter counts under it.
     Presets(genes::PresetsArgs),
+    /// Simulate a study's search on a fitness landscape: how often it picks the true best.
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Threads per run and concurrent runs: a study runs `jobs` runs at once with
@@ -113,6 +116,7 @@ pub fn dispatch(cli: &Cli) -> Result<()> {
         Cmd::Run(a) => run::run(a, threads, jobs),
         Cmd::Status(a) => run::status(a),
         Cmd::Report(a) => report::run(a),
+        Cmd::Simulate(a) => simulate::run(a),
     }
 }
 

@@ -10,6 +10,7 @@ use evoattn::study::plan::Planner;
 use evoattn::study::status::StatusRunner;
 use evoattn::study::store::{Store, StoreMeta};
 use evoattn::study::{self, KindSpec, Study};
+use evoattn::train::checkpoint::Every;
 use evoattn::version;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -42,6 +43,14 @@ pub struct RunArgs {
     /// exit without training or writing anything.
     #[arg(long)]
     pub check: bool,
+    /// Mid-run checkpoints: every N steps, 0 (off) or auto (by time, ≤ 1 % of training);
+    /// overrides the study's `checkpoint_every` (default auto). Results do not depend on it.
+    #[arg(long, value_parser = parse_every)]
+    pub checkpoint_every: Option<Every>,
+}
+
+fn parse_every(s: &str) -> Result<Every, String> {
+    Every::parse(s)
 }
 
 /// The error of a run that finished what it could while some packs failed (exit code 3).
@@ -156,6 +165,17 @@ pub fn run(a: &RunArgs, threads_per_job: usize, jobs: usize) -> Result<()> {
         if shard.1 > 1 { format!(", shard {}/{}", shard.0, shard.1) } else { String::new() }
     );
     let start = Instant::now();
+    let hardware = match &device {
+        candle_core::Device::Cpu => evoattn::cpu::cpu_model(),
+        _ => evoattn::cpu::gpu_name(
+            a.device
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+        ),
+    };
+    // From here on a signal checkpoints the runs in flight and stops (exit 75).
+    evoattn::interrupt::install().context("cannot install the SIGTERM/SIGINT handlers")?;
     let opts = ExecOptions {
         jobs,
         threads_per_job,
@@ -163,6 +183,9 @@ pub fn run(a: &RunArgs, threads_per_job: usize, jobs: usize) -> Result<()> {
         device_name: dev_name,
         shard,
         quiet: a.quiet,
+        checkpoint_every: a.checkpoint_every.unwrap_or(study.checkpoint_every),
+        save_weights: study.save_weights,
+        hardware,
     };
     let mut exec = Executor::new(&study, store, planner, &corpus, opts);
     let driven = study::drive(&study, external, &mut exec)?;

@@ -41,6 +41,16 @@ impl BatchStream {
             .collect()
     }
 
+    /// Where the stream is: its generator's word position (for checkpoints).
+    pub fn position(&self) -> u128 {
+        self.rng.get_word_pos()
+    }
+
+    /// Moves the stream to `pos`, a value of [`BatchStream::position`].
+    pub fn set_position(&mut self, pos: u128) {
+        self.rng.set_word_pos(pos);
+    }
+
     /// The next batch as (inputs, targets), each `batch_size * seq_len` ids, row-major.
     pub fn next_batch(&mut self, tokens: &[u32]) -> (Vec<u32>, Vec<u32>) {
         let starts = self.next_starts();
@@ -72,6 +82,20 @@ pub fn eval_windows(tokens: &[u32], seq_len: usize) -> Vec<(&[u32], &[u32])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn position_resumes_the_stream() {
+        let toks: Vec<u32> = (0..1000).collect();
+        let mut a = BatchStream::new(3, toks.len(), 4, 16);
+        for _ in 0..5 {
+            a.next_batch(&toks);
+        }
+        let mut b = BatchStream::new(3, toks.len(), 4, 16);
+        b.set_position(a.position());
+        for _ in 0..3 {
+            assert_eq!(a.next_batch(&toks), b.next_batch(&toks));
+        }
+    }
 
     #[test]
     fn same_seed_same_batches_other_seed_differs() {

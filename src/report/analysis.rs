@@ -92,6 +92,10 @@ pub struct Comparison {
     pub n_baseline: usize,
     /// Whether the runs share seeds (then tests are paired, over shared finished seeds).
     pub paired: bool,
+    /// Seed pairs whose two runs recorded different hardware (CPU models or GPUs): CPU
+    /// results can depend on the CPU model (README, "Reproducibility"), so such a pair's
+    /// difference mixes the genes' effect with the hardware's.
+    pub mixed_hardware_pairs: usize,
     /// Mean difference of validation ppl.
     pub diff: f64,
     /// `paired t` or `welch`.
@@ -504,6 +508,16 @@ fn compare_one(rs: &[&RunRow], base: &[&RunRow], opts: &Options) -> Comparison {
         .filter_map(|a| Some((a, base_of(a.seed)?)))
         .collect();
     let paired = shared.len() >= 2;
+    let mixed_hardware_pairs = if paired {
+        shared
+            .iter()
+            .filter(|(a, b)| {
+                !a.hardware.is_empty() && !b.hardware.is_empty() && a.hardware != b.hardware
+            })
+            .count()
+    } else {
+        0
+    };
     let (rs, base): (Vec<&RunRow>, Vec<&RunRow>) = if paired {
         shared.iter().map(|(a, b)| (**a, **b)).unzip()
     } else {
@@ -651,6 +665,7 @@ fn compare_one(rs: &[&RunRow], base: &[&RunRow], opts: &Options) -> Comparison {
         n: x.len(),
         n_baseline: y.len(),
         paired,
+        mixed_hardware_pairs,
         diff: tests.diff,
         test,
         adjusted: tests.pvalues(),

@@ -492,6 +492,27 @@ pub fn markdown(a: &Analysis, rows: &[RunRow], prov: &Provenance, plots: &PlotFi
         crate::version::GIT_COMMIT
     );
     let _ = writeln!(s, "- Device(s): {}", devices.join(", "));
+    let hardware = distinct(rows, |r| &r.hardware);
+    let _ = writeln!(
+        s,
+        "- Hardware: {}",
+        hardware
+            .iter()
+            .map(|h| if h.is_empty() {
+                "not recorded (trained before evoattn recorded it)".to_string()
+            } else {
+                h.to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    for c in a.comparisons.iter().filter(|c| c.mixed_hardware_pairs > 0) {
+        let _ = writeln!(
+            s,
+            "- **Mixed hardware:** `{}` vs the baseline: {} of its {} seed pairs ran on different hardware, so those differences mix the genes' effect with the hardware's (CPU results depend on the CPU model: README, \"Reproducibility\")",
+            c.gene, c.mixed_hardware_pairs, c.n
+        );
+    }
     let _ = writeln!(
         s,
         "- Data fingerprint(s) (SHA-256 of the WikiText-2 files and vocabulary cap): {}",

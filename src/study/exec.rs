@@ -19,6 +19,7 @@ use super::Runner;
 use crate::data::Corpus;
 use crate::gene::Gene;
 use crate::record::{now_rfc3339, CurveRow, RunRow, Stage};
+use crate::train::checkpoint::{self, Checkpointing};
 use crate::train::{self, Progress, RunOptions};
 use crate::version::{CRATE_VERSION, ENGINE_VERSION, GIT_COMMIT};
 use anyhow::{anyhow, Result};
@@ -45,6 +46,12 @@ pub struct ExecOptions {
     pub shard: (usize, usize),
     /// Log lines instead of progress bars.
     pub quiet: bool,
+    /// When packs write mid-run checkpoints (under `checkpoints/`).
+    pub checkpoint_every: crate::train::checkpoint::Every,
+    /// Keep each unit's final weights as `weights/<unit>.safetensors`.
+    pub save_weights: bool,
+    /// The hardware a unit runs on, as recorded in `runs.parquet` (CPU model or GPU name).
+    pub hardware: String,
 }
 
 /// Packs with their position in the stage's pack list (which decides the shard).
@@ -82,6 +89,8 @@ struct Shared<'s> {
     store: &'s Mutex<&'s mut Store>,
     claims: Mutex<Vec<Claim>>,
     stop: AtomicBool,
+    /// A signal stopped this stage (packs in flight checkpointed, claims released).
+    interrupted: AtomicBool,
     error: Mutex<Option<anyhow::Error>>,
     trained: Mutex<usize>,
     failed: Mutex<Vec<Failure>>,
@@ -179,12 +188,14 @@ impl<'a> Executor<'a> {
         }
 
         let mine_runs = mine.len();
+        let store_dir = self.store.dir.clone();
         let store_lock = Mutex::new(&mut self.store);
         let shared = Shared {
             queue: Mutex::new(mine.into_iter().map(|(_, p)| (p, None)).collect()),
             store: &store_lock,
             claims: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            interrupted: AtomicBool::new(false),
             error: Mutex::new(None),
             trained: Mutex::new(0),
             failed: Mutex::new(Vec::new()),
@@ -196,6 +207,7 @@ impl<'a> Executor<'a> {
             preset: &self.preset,
             planner: &self.planner,
             opts: &self.opts,
+            dir: store_dir,
         };
         let corpus = self.corpus;
         let hb_stop = AtomicBool::new(false);
@@ -255,11 +267,15 @@ impl<'a> Executor<'a> {
             }
         }
         self.trained += *lock(&shared.trained);
+        let interrupted = shared.interrupted.load(Ordering::SeqCst);
         let failed = std::mem::take(&mut *lock(&shared.failed));
         let any_failed = !failed.is_empty();
         self.failed.extend(failed);
         if let Some(e) = shared.error.into_inner().unwrap_or_else(|e| e.into_inner()) {
             return Err(e);
+        }
+        if interrupted || crate::interrupt::requested() {
+            return Err(crate::interrupt::Interrupted { step: 0 }.into());
         }
         if any_failed {
             // The stage cannot complete; the GA must not wait for other shards either.
@@ -322,6 +338,9 @@ impl<'a> Executor<'a> {
                 last_told = Instant::now();
             }
             std::thread::sleep(POLL);
+            if crate::interrupt::requested() {
+                return Err(crate::interrupt::Interrupted { step: 0 }.into());
+            }
             self.store.refresh()?;
         }
     }
@@ -348,6 +367,16 @@ struct RowContext<'c> {
     preset: &'c str,
     planner: &'c Planner,
     opts: &'c ExecOptions,
+    /// The study's store folder.
+    dir: std::path::PathBuf,
+}
+
+impl RowContext<'_> {
+    fn checkpoint_path(&self, pack: &Pack) -> std::path::PathBuf {
+        self.dir
+            .join("checkpoints")
+            .join(format!("{}.safetensors", pack.id))
+    }
 }
 
 fn next_pack(shared: &Shared<'_>) -> Option<(Pack, Option<Instant>)> {
@@ -476,6 +505,10 @@ fn worker(
         .map_err(|e| anyhow!("cannot start compute threads: {e}"))?;
     crate::cpu::flush_denormals();
     while !shared.stop.load(Ordering::SeqCst) {
+        if crate::interrupt::requested() {
+            shared.interrupted.store(true, Ordering::SeqCst);
+            return Ok(());
+        }
         let Some((pack, not_before)) = next_pack(shared) else {
             return Ok(());
         };
@@ -504,6 +537,21 @@ fn worker(
         }));
         let trained = match trained {
             Ok(Ok(out)) => Ok(out),
+            Ok(Err(e)) if e.downcast_ref::<crate::interrupt::Interrupted>().is_some() => {
+                // Not a failure: the pack checkpointed (when it checkpoints) and stops.
+                let store = lock(shared.store);
+                lock(&shared.claims).retain(|c| c.path != claim.path);
+                store.release(claim);
+                shared.interrupted.store(true, Ordering::SeqCst);
+                eprintln!(
+                    "[{}] {}: run {} seeds {:?} {e}",
+                    ctx.study,
+                    ctx.stage,
+                    pack.gene,
+                    pack.seeds()
+                );
+                return Ok(());
+            }
             Ok(Err(e)) => Err(("error", format!("{e:#}"))),
             Err(p) => Err(("panic", panic_message(p.as_ref()))),
         };
@@ -551,6 +599,8 @@ fn worker(
                         .filter(|c| runs.iter().any(|r| r.unit_id == c.unit_id))
                         .collect();
                     store.write_pack(&pack.id, &runs, &curves)?;
+                    // The pack is finished: its checkpoint is not needed any more.
+                    let _ = std::fs::remove_file(ctx.checkpoint_path(&pack));
                     store.clear_failure(&pack.id);
                     store.clear_claims(&pack.id);
                     Ok(runs)
@@ -637,9 +687,46 @@ fn run_pack(
         RunOptions {
             eval_test: true,
             on_step: Some(&mut cb),
+            checkpoint: Some(Checkpointing {
+                path: ctx.checkpoint_path(pack),
+                rejected_dir: ctx.dir.join("rejected"),
+                key: pack.id.clone(),
+                every: ctx.opts.checkpoint_every,
+            }),
+            keep_weights: ctx.opts.save_weights,
             ..Default::default()
         },
     )?;
+    if let Some(at) = out.resumed_from {
+        eprintln!(
+            "[{}] {}: run {} seeds {:?} resumed from its checkpoint at step {at} of {}",
+            ctx.study, ctx.stage, pack.gene, seeds, out.steps
+        );
+    }
+    if out.checkpoints_written > 0 && (ctx.opts.quiet || !std::io::stderr().is_terminal()) {
+        let train_s = out.steps as f64 * (seeds.len() * config.batch_size * config.seq_len) as f64
+            / out.tokens_per_s.max(1e-9);
+        eprintln!(
+            "[{}] {}: run {} seeds {:?}: {} checkpoint(s) written in {:.2} s ({:.2} % of {:.0} s of training)",
+            ctx.study,
+            ctx.stage,
+            pack.gene,
+            seeds,
+            out.checkpoints_written,
+            out.checkpoint_s,
+            100.0 * out.checkpoint_s / train_s.max(1e-9),
+            train_s
+        );
+    }
+    if ctx.opts.save_weights {
+        for (unit, w) in pack.units.iter().zip(&out.weights) {
+            let path = ctx
+                .dir
+                .join("weights")
+                .join(format!("{}.safetensors", unit.id));
+            checkpoint::save_weights(&path, &pack.gene.to_string(), unit.seed, w)?;
+        }
+    }
     let finished_at = now_rfc3339();
     let mut runs = Vec::new();
     let mut curves = Vec::new();
@@ -663,6 +750,7 @@ fn run_pack(
             tokens_per_s: out.tokens_per_s,
             wall_s: out.wall_s,
             device: ctx.opts.device_name.clone(),
+            hardware: ctx.opts.hardware.clone(),
             threads: ctx.opts.threads_per_job as u64,
             replicas: seeds.len() as u64,
             evoattn_version: CRATE_VERSION.to_string(),

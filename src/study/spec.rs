@@ -18,6 +18,71 @@ fn default_preset() -> Preset {
     Preset::Cpu
 }
 
+/// `[simulate]`: the landscape `evoattn simulate` runs the study's search on (any kind
+/// may have it). Effects are given per component level, e.g.
+/// `[simulate.effects] gating = { highway = -2.8, output_gate = -1.0 }`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateSpec {
+    /// Store folders to fit the landscape from (relative to the working directory, or to
+    /// the study file's folder).
+    pub from: Option<Vec<String>>,
+    /// The grand mean (ppl).
+    pub mean: Option<f64>,
+    /// sd of the seed effect every gene shares.
+    pub seed_sd: Option<f64>,
+    /// sd of the gene × seed noise.
+    pub interaction_sd: Option<f64>,
+    /// Effect (ppl) per component per level.
+    pub effects: Option<BTreeMap<String, BTreeMap<String, f64>>>,
+    /// Simulated studies per strategy.
+    pub replicates: Option<usize>,
+    /// Seed of the simulation.
+    pub seed: Option<u64>,
+}
+
+impl SimulateSpec {
+    /// Checks the values; the error says what is allowed.
+    pub fn check(&self) -> Result<(), String> {
+        for (k, v) in [
+            ("seed_sd", self.seed_sd),
+            ("interaction_sd", self.interaction_sd),
+        ] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(format!("{k} must be a finite number ≥ 0, got {v}"));
+                }
+            }
+        }
+        if let Some(m) = self.mean {
+            if !m.is_finite() {
+                return Err(format!("mean must be finite, got {m}"));
+            }
+        }
+        if self
+            .replicates
+            .is_some_and(|r| !(2..=10_000_000).contains(&r))
+        {
+            return Err("replicates must be between 2 and 10,000,000".into());
+        }
+        for (comp, levels) in self.effects.iter().flatten() {
+            let c: crate::gene::Component = comp.parse()?;
+            for (level, e) in levels {
+                if !c.values().contains(&level.as_str()) {
+                    return Err(format!(
+                        "effects: unknown {c} `{level}`; valid values: {}",
+                        c.values().join(", ")
+                    ));
+                }
+                if !e.is_finite() {
+                    return Err(format!("effects: {c} {level} must be finite, got {e}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `[analysis]`: how the study's report judges its comparisons (any kind may have it).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -86,8 +151,13 @@ pub(crate) struct RawStudy {
     #[serde(default)]
     pub max_replicas: Option<Spanned<usize>>,
     #[serde(default)]
+    pub checkpoint_every: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub save_weights: Option<bool>,
+    #[serde(default)]
     pub description: Option<String>,
     pub analysis: Option<Spanned<AnalysisSpec>>,
+    pub simulate: Option<Spanned<SimulateSpec>>,
     pub evolve: Option<Spanned<EvolveSpec>>,
     pub random_search: Option<Spanned<RandomSearchSpec>>,
     pub replicate: Option<Spanned<kinds::replicate::RawReplicate>>,
@@ -135,10 +205,17 @@ pub struct Study {
     pub seeds: Vec<u64>,
     /// Most seeds of one gene trained together as replicas of one batched run.
     pub max_replicas: usize,
+    /// When packs write mid-run checkpoints (`checkpoint_every`: steps, 0 or "auto",
+    /// default auto); results never depend on it.
+    pub checkpoint_every: crate::train::checkpoint::Every,
+    /// `save_weights = true`: keep each unit's final weights as safetensors.
+    pub save_weights: bool,
     /// Free text.
     pub description: Option<String>,
     /// `[analysis]`: the margin and level of the report's verdicts.
     pub analysis: AnalysisSpec,
+    /// `[simulate]`: the landscape of `evoattn simulate`.
+    pub simulate: SimulateSpec,
     /// What it does, with its validated section(s).
     pub kind: KindSpec,
     /// The file it came from.
@@ -340,6 +417,29 @@ impl Study {
             None => 4,
         };
 
+        use crate::train::checkpoint::Every;
+        let checkpoint_every = match &raw.checkpoint_every {
+            None => Every::Auto,
+            Some(v) => {
+                let bad = || {
+                    err(
+                        Some(v.span()),
+                        format!(
+                            "checkpoint_every = {}: use a number of steps (e.g. 500), 0 (no periodic checkpoints) or \"auto\"",
+                            v.get_ref()
+                        ),
+                    )
+                };
+                match v.get_ref() {
+                    toml::Value::Integer(n) if *n >= 0 => {
+                        Every::parse(&n.to_string()).map_err(|_| bad())?
+                    }
+                    toml::Value::String(s) if s == "auto" => Every::Auto,
+                    _ => return Err(bad()),
+                }
+            }
+        };
+
         let analysis = match &raw.analysis {
             None => AnalysisSpec::default(),
             Some(a) => {
@@ -347,6 +447,16 @@ impl Study {
                     .check()
                     .map_err(|m| err(Some(a.span()), format!("[analysis] {m}")))?;
                 *a.get_ref()
+            }
+        };
+
+        let simulate = match &raw.simulate {
+            None => SimulateSpec::default(),
+            Some(a) => {
+                a.get_ref()
+                    .check()
+                    .map_err(|m| err(Some(a.span()), format!("[simulate] {m}")))?;
+                a.get_ref().clone()
             }
         };
 
@@ -367,8 +477,11 @@ impl Study {
             config,
             seeds,
             max_replicas,
+            checkpoint_every,
+            save_weights: raw.save_weights.unwrap_or(false),
             description: raw.description,
             analysis,
+            simulate,
             kind,
             path: path.to_path_buf(),
             file_sha256: hex::encode(sha2::Sha256::digest(text.as_bytes())),

@@ -10,6 +10,7 @@
 //! in non-overlapping windows of `seq_len` tokens (the last window may be shorter; each
 //! window starts with an empty context). See [`crate::data::batch::eval_windows`].
 
+pub mod checkpoint;
 pub mod config;
 pub mod memory;
 
@@ -72,6 +73,14 @@ pub struct RunOutput {
     pub wall_s: f64,
     /// One result per replica, in seed order.
     pub seeds: Vec<SeedResult>,
+    /// The step this run resumed at from a checkpoint (None: it started from scratch).
+    pub resumed_from: Option<usize>,
+    /// Checkpoints written (periodic ones; the run's own, deleted by the caller).
+    pub checkpoints_written: usize,
+    /// Seconds spent writing them.
+    pub checkpoint_s: f64,
+    /// Each replica's final weights, without the replica axis, when asked for.
+    pub weights: Vec<Vec<checkpoint::Named>>,
 }
 
 /// What a progress callback is told after each step.
@@ -100,6 +109,11 @@ pub struct RunOptions<'a> {
     /// Fault injection for tests: before step `.1`, write NaN into replica `.0`'s final
     /// LayerNorm gain, so that replica's loss turns non-finite.
     pub poison: Option<(usize, usize)>,
+    /// Resume from and write mid-run checkpoints (and stop with a checkpoint on a signal:
+    /// [`crate::interrupt`]). Without it, a signal stops the run without one.
+    pub checkpoint: Option<checkpoint::Checkpointing>,
+    /// Return each replica's final weights in [`RunOutput::weights`].
+    pub keep_weights: bool,
 }
 
 impl Default for RunOptions<'_> {
@@ -110,6 +124,8 @@ impl Default for RunOptions<'_> {
             max_steps: None,
             skip_eval: false,
             poison: None,
+            checkpoint: None,
+            keep_weights: false,
         }
     }
 }
@@ -316,8 +332,90 @@ pub fn train(
     let mut last_point = 0usize;
     let mut train_time = 0.0f64;
     let valid = eval_slice(&corpus.valid, cfg);
+    let mut first = 0usize;
+    let mut resumed_from = None;
+    let ck = opts.checkpoint.take();
+    if let Some(ck) = &ck {
+        match checkpoint::load(&ck.path).and_then(|found| match found {
+            None => Ok(None),
+            Some((state, tensors)) => {
+                check_state(&state, &tensors, ck, gene, seeds, &model, steps)?;
+                Ok(Some((state, tensors)))
+            }
+        }) {
+            Ok(None) => {}
+            Ok(Some((state, tensors))) => {
+                restore(&model, &mut opt, &state, &tensors, device)?;
+                for (st, p) in streams.iter_mut().zip(&state.streams) {
+                    st.set_position(p.parse::<u128>().map_err(|e| anyhow::anyhow!("{e}"))?);
+                }
+                live = state.live.clone();
+                diverged_at = state.diverged_at.clone();
+                for (i, l) in losses.iter_mut().enumerate() {
+                    *l = tensors[&format!("losses/{i}")].1.clone();
+                }
+                curves = state
+                    .curves
+                    .iter()
+                    .map(|c| c.iter().map(|p| p.to_curve()).collect())
+                    .collect();
+                last_point = state.last_point;
+                train_time = state.train_time;
+                first = state.step;
+                resumed_from = Some(state.step);
+            }
+            Err(why) => {
+                let to = checkpoint::reject(&ck.path, &ck.rejected_dir);
+                eprintln!(
+                    "warning: checkpoint {} is unusable: {why:#}; {}; training run {gene} seeds {seeds:?} from scratch",
+                    ck.path.display(),
+                    match to {
+                        Ok(to) => format!("moved it to {}", to.display()),
+                        Err(e) => format!("could not move it aside ({e})"),
+                    }
+                );
+            }
+        }
+    }
+    let mut written = 0usize;
+    let mut ck_time = 0.0f64;
+    let mut last_ck_train = train_time;
+    let mut last_write = 0.0f64;
+    let save_now = |model: &Transformer,
+                    opt: &AdamW,
+                    streams: &[BatchStream],
+                    live: &[bool],
+                    diverged_at: &[Option<usize>],
+                    losses: &[Vec<f32>],
+                    curves: &[Vec<CurvePoint>],
+                    last_point: usize,
+                    train_time: f64,
+                    done: usize,
+                    ck: &checkpoint::Checkpointing|
+     -> anyhow::Result<f64> {
+        let t0 = Instant::now();
+        let state = checkpoint::State {
+            key: ck.key.clone(),
+            gene: gene.to_string(),
+            seeds: seeds.to_vec(),
+            step: done,
+            adam_t: opt.t,
+            streams: streams.iter().map(|s| s.position().to_string()).collect(),
+            live: live.to_vec(),
+            diverged_at: diverged_at.to_vec(),
+            curves: curves
+                .iter()
+                .map(|c| c.iter().map(checkpoint::Point::from_curve).collect())
+                .collect(),
+            last_point,
+            train_time,
+        };
+        let tensors = snapshot(model, opt, losses)?;
+        checkpoint::save(&ck.path, &state, &tensors)?;
+        Ok(t0.elapsed().as_secs_f64())
+    };
 
-    for step in 0..steps {
+    for step in first..steps {
         let t0 = Instant::now();
         if let Some((pr, ps)) = opts.poison {
             if ps == step && pr < r {
@@ -391,6 +489,53 @@ pub fn train(
         if live.iter().all(|l| !l) {
             break;
         }
+        if done < steps {
+            if crate::interrupt::requested() {
+                if let Some(ck) = &ck {
+                    save_now(
+                        &model,
+                        &opt,
+                        &streams,
+                        &live,
+                        &diverged_at,
+                        &losses,
+                        &curves,
+                        last_point,
+                        train_time,
+                        done,
+                        ck,
+                    )?;
+                }
+                return Err(crate::interrupt::Interrupted { step: done }.into());
+            }
+            if let Some(ck) = &ck {
+                let due = match ck.every {
+                    checkpoint::Every::Off => false,
+                    checkpoint::Every::Steps(n) => n > 0 && done % n == 0,
+                    checkpoint::Every::Auto => {
+                        train_time - last_ck_train >= 60.0f64.max(100.0 * last_write)
+                    }
+                };
+                if due {
+                    last_write = save_now(
+                        &model,
+                        &opt,
+                        &streams,
+                        &live,
+                        &diverged_at,
+                        &losses,
+                        &curves,
+                        last_point,
+                        train_time,
+                        done,
+                        ck,
+                    )?;
+                    ck_time += last_write;
+                    written += 1;
+                    last_ck_train = train_time;
+                }
+            }
+        }
     }
 
     let test = if opts.eval_test && !opts.skip_eval && live.iter().any(|&l| l) {
@@ -425,6 +570,13 @@ pub fn train(
             }
         })
         .collect();
+    let weights = if opts.keep_weights {
+        (0..r)
+            .map(|i| replica_weights(&model, i))
+            .collect::<candle_core::Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
     Ok(RunOutput {
         gene,
         params_total,
@@ -433,7 +585,129 @@ pub fn train(
         tokens_per_s: steps as f64 * (r * b * t) as f64 / train_time.max(1e-9),
         wall_s: start.elapsed().as_secs_f64(),
         seeds: results,
+        resumed_from,
+        checkpoints_written: written,
+        checkpoint_s: ck_time,
+        weights,
     })
+}
+
+fn flat(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
+}
+
+/// Every tensor of a checkpoint: parameters, AdamW moments, per-replica losses.
+fn snapshot(
+    model: &Transformer,
+    opt: &AdamW,
+    losses: &[Vec<f32>],
+) -> candle_core::Result<Vec<checkpoint::Named>> {
+    let mut out = Vec::new();
+    for (i, (spec, var)) in model.params.iter().enumerate() {
+        let shape = var.as_tensor().dims().to_vec();
+        out.push((
+            format!("param/{}", spec.name),
+            shape.clone(),
+            flat(var.as_tensor())?,
+        ));
+        out.push((
+            format!("adam_m/{}", spec.name),
+            shape.clone(),
+            flat(&opt.m[i])?,
+        ));
+        out.push((format!("adam_v/{}", spec.name), shape, flat(&opt.v[i])?));
+    }
+    for (i, l) in losses.iter().enumerate() {
+        out.push((format!("losses/{i}"), vec![l.len()], l.clone()));
+    }
+    Ok(out)
+}
+
+/// Replica `i`'s parameters, without the replica axis.
+fn replica_weights(model: &Transformer, i: usize) -> candle_core::Result<Vec<checkpoint::Named>> {
+    model
+        .params
+        .iter()
+        .map(|(spec, var)| {
+            let t = var.as_tensor().get(i)?;
+            Ok((spec.name.clone(), t.dims().to_vec(), flat(&t)?))
+        })
+        .collect()
+}
+
+/// Whether a loaded checkpoint is this run's: key, gene, seeds, step range and every
+/// tensor's shape.
+fn check_state(
+    state: &checkpoint::State,
+    tensors: &std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>,
+    ck: &checkpoint::Checkpointing,
+    gene: Gene,
+    seeds: &[u64],
+    model: &Transformer,
+    steps: usize,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        state.key == ck.key && state.gene == gene.to_string() && state.seeds == seeds,
+        "it belongs to another run ({} seeds {:?}, key {})",
+        state.gene,
+        state.seeds,
+        state.key
+    );
+    let r = seeds.len();
+    anyhow::ensure!(
+        state.step > 0 && state.step < steps,
+        "its step {} is outside this run's 1..{steps}",
+        state.step
+    );
+    anyhow::ensure!(
+        state.streams.len() == r
+            && state.live.len() == r
+            && state.diverged_at.len() == r
+            && state.curves.len() == r,
+        "it holds state for a different number of replicas"
+    );
+    for (spec, var) in model.params.iter() {
+        for prefix in ["param", "adam_m", "adam_v"] {
+            let name = format!("{prefix}/{}", spec.name);
+            let (shape, _) = tensors
+                .get(&name)
+                .ok_or_else(|| anyhow::anyhow!("tensor {name} is missing"))?;
+            anyhow::ensure!(
+                shape.as_slice() == var.as_tensor().dims(),
+                "tensor {name} has shape {shape:?}, the model {:?}",
+                var.as_tensor().dims()
+            );
+        }
+    }
+    for i in 0..r {
+        anyhow::ensure!(
+            tensors.contains_key(&format!("losses/{i}")),
+            "tensor losses/{i} is missing"
+        );
+    }
+    Ok(())
+}
+
+/// Puts a checkpoint's parameters and AdamW state into a freshly built model.
+fn restore(
+    model: &Transformer,
+    opt: &mut AdamW,
+    state: &checkpoint::State,
+    tensors: &std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>,
+    device: &Device,
+) -> anyhow::Result<()> {
+    for (i, (spec, var)) in model.params.iter().enumerate() {
+        let dtype = var.as_tensor().dtype();
+        let get = |prefix: &str| -> anyhow::Result<Tensor> {
+            let (shape, v) = &tensors[&format!("{prefix}/{}", spec.name)];
+            Ok(Tensor::from_vec(v.clone(), shape.as_slice(), device)?.to_dtype(dtype)?)
+        };
+        var.set(&get("param")?)?;
+        opt.m[i] = get("adam_m")?;
+        opt.v[i] = get("adam_v")?;
+    }
+    opt.t = state.adam_t;
+    Ok(())
 }
 
 /// Gradient of every parameter after one forward/backward pass on a batch (for tests).

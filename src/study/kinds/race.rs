@@ -108,6 +108,13 @@ pub(crate) fn validate(raw: &RawStudy, ctx: &Ctx<'_>) -> Result<Race, SpecError>
     if spec.min_survivors == 0 {
         return bad("min_survivors must be at least 1".into());
     }
+    const MAX_SEEDS: usize = 10_000;
+    if spec.max_seeds > MAX_SEEDS || spec.first_test > MAX_SEEDS || spec.each_test > MAX_SEEDS {
+        return bad(format!(
+            "first_test, each_test and max_seeds must be at most {MAX_SEEDS} (got {}, {}, {})",
+            spec.first_test, spec.each_test, spec.max_seeds
+        ));
+    }
     if spec.max_seeds < spec.first_test {
         return bad(format!(
             "max_seeds ({}) must be at least first_test ({})",

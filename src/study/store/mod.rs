@@ -170,6 +170,8 @@ impl Store {
             self.dir.join("packs"),
             self.dir.join("claims"),
             self.dir.join("failed"),
+            self.dir.join("checkpoints"),
+            self.dir.join("weights"),
         ] {
             let Ok(entries) = fs::read_dir(&d) else {
                 continue;
@@ -528,6 +530,7 @@ pub(crate) mod tests {
             tokens_per_s: 100.0,
             wall_s: 2.0,
             device: "cpu".into(),
+            hardware: "test cpu".into(),
             threads: 1,
             replicas: 2,
             evoattn_version: "0.1.0".into(),

@@ -173,6 +173,9 @@ pub struct Column<R> {
     pub get: Getter<R>,
     /// Writes the cell into a row.
     pub set: Setter<R>,
+    /// Added after stores already existed: a table without it reads, leaving the row's
+    /// blank value (e.g. `hardware` is empty in stores written before it was recorded).
+    pub optional: bool,
 }
 
 fn type_of<R, T: Field>(_: fn(&R) -> &T) -> ColType {
@@ -190,6 +193,13 @@ macro_rules! field {
                 r.$f = Field::from_cell(c)?;
                 Ok(())
             })),
+            optional: false,
+        }
+    };
+    ($row:ty, $f:ident, optional) => {
+        Column::<$row> {
+            optional: true,
+            ..field!($row, $f)
         }
     };
 }
@@ -201,6 +211,7 @@ fn derived<R: 'static>(name: &str, f: fn(&R) -> String) -> Column<R> {
         ty: ColType::Str,
         get: Box::new(move |r| Cell::Str(f(r))),
         set: None,
+        optional: false,
     }
 }
 
@@ -229,6 +240,7 @@ fn config_columns() -> Vec<Column<RunRow>> {
                 };
                 r.config.set_field(name, v).map_err(|e| e.to_string())
             })),
+            optional: false,
         })
         .collect()
 }
@@ -261,6 +273,7 @@ pub fn run_columns() -> Vec<Column<RunRow>> {
         field!(RunRow, tokens_per_s),
         field!(RunRow, wall_s),
         field!(RunRow, device),
+        field!(RunRow, hardware, optional),
         field!(RunRow, threads),
         field!(RunRow, replicas),
         field!(RunRow, evoattn_version),
@@ -386,6 +399,9 @@ pub fn from_frame<R: Clone>(df: &DataFrame, columns: &[Column<R>], blank: R) -> 
     let mut rows = vec![blank; df.height()];
     for c in columns {
         let Some(set) = &c.set else { continue };
+        if c.optional && df.column(&c.name).is_err() {
+            continue;
+        }
         for (i, (row, cell)) in rows.iter_mut().zip(cells(df, &c.name, c.ty)?).enumerate() {
             if let Err(e) = set(row, cell) {
                 bail!("row {i}, column `{}`: {e}", c.name);
@@ -415,6 +431,7 @@ pub(crate) fn blank_run() -> RunRow {
         tokens_per_s: f64::NAN,
         wall_s: f64::NAN,
         device: String::new(),
+        hardware: String::new(),
         threads: 0,
         replicas: 0,
         evoattn_version: String::new(),
