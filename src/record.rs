@@ -21,16 +21,20 @@ pub enum Stage {
     Ablate,
     /// Rounds of a race over seeds (race; its confirmation is a replicate stage).
     Race,
+    /// GA evaluations trained only to a hurdle (`[evolve] hurdle`): partial runs, never
+    /// final results.
+    Hurdle,
 }
 
 impl Stage {
     /// Every stage.
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; 6] = [
         Stage::Search,
         Stage::Replicate,
         Stage::Tune,
         Stage::Ablate,
         Stage::Race,
+        Stage::Hurdle,
     ];
 
     /// The name stored in `runs.parquet`.
@@ -41,6 +45,7 @@ impl Stage {
             Stage::Tune => "tune",
             Stage::Ablate => "ablate",
             Stage::Race => "race",
+            Stage::Hurdle => "hurdle",
         }
     }
 }
@@ -64,7 +69,9 @@ impl FromStr for Stage {
             .into_iter()
             .find(|x| x.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown stage `{s}` (valid: search, replicate, tune, ablate, race)")
+                format!(
+                    "unknown stage `{s}` (valid: search, replicate, tune, ablate, race, hurdle)"
+                )
             })
     }
 }
@@ -157,6 +164,8 @@ pub struct RunRow {
     pub wall_s: f64,
     /// `cpu` or `cuda:N`.
     pub device: String,
+    /// For a hurdle-stage row: the step the run stopped at (its results are at that step).
+    pub stopped_at: Option<u64>,
     /// What it ran on: the CPU model (`/proc/cpuinfo`) or the GPU's name; empty in stores
     /// written before evoattn recorded it.
     pub hardware: String,
@@ -208,6 +217,10 @@ pub struct GenerationRow {
     pub fitness: f64,
     /// Seeds in that mean.
     pub n_seeds: u64,
+    /// Mean validation ppl at the hurdle, for genes that ran it this generation.
+    pub hurdle_fitness: Option<f64>,
+    /// Stopped at the hurdle (then `fitness` is +∞ and the gene was not trained in full).
+    pub stopped: bool,
 }
 
 /// One row of `race.parquet`: one candidate after one round of a race.

@@ -258,6 +258,7 @@ impl Runner for NoTraining {
                 wall_s: 1.0,
                 device: "cpu".into(),
                 hardware: "test cpu".into(),
+                stopped_at: None,
                 threads: 1,
                 replicas: 1,
                 evoattn_version: String::new(),

@@ -28,6 +28,7 @@ fn row(gene: Gene, seed: u64, val: Option<f64>) -> RunRow {
         wall_s: 60.0,
         device: "cpu".into(),
         hardware: "test cpu".into(),
+        stopped_at: None,
         threads: 1,
         replicas: 1,
         evoattn_version: "0.1.0".into(),

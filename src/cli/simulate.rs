@@ -12,7 +12,7 @@ use evoattn::report::plots;
 use evoattn::search::simulate::{self, Landscape, Strategy, StrategyResult};
 use evoattn::search::EvolveSpec;
 use evoattn::study::spec::SimulateSpec;
-use evoattn::study::store::{read_parquet, runs_from_frame, write_atomic};
+use evoattn::study::store::{curves_from_frame, read_parquet, runs_from_frame, write_atomic};
 use evoattn::study::KindSpec;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -104,7 +104,12 @@ impl Render for Results {
 }
 
 /// The landscape: fitted from the stores (if any), then `[simulate]`'s values on top.
-fn landscape(spec: &SimulateSpec, extra: &[PathBuf], base: &Path) -> Result<(Landscape, String)> {
+fn landscape(
+    spec: &SimulateSpec,
+    extra: &[PathBuf],
+    base: &Path,
+    hurdle_at: Option<f64>,
+) -> Result<(Landscape, String)> {
     let mut dirs: Vec<PathBuf> = spec
         .from
         .iter()
@@ -119,6 +124,7 @@ fn landscape(spec: &SimulateSpec, extra: &[PathBuf], base: &Path) -> Result<(Lan
         })
         .collect();
     dirs.extend(extra.iter().cloned());
+    let mut hurdle_fit = None;
     let mut land = if dirs.is_empty() {
         match (spec.seed_sd, spec.interaction_sd) {
             (Some(s), Some(i)) => Landscape::null(spec.mean.unwrap_or(100.0), s, i),
@@ -135,7 +141,21 @@ fn landscape(spec: &SimulateSpec, extra: &[PathBuf], base: &Path) -> Result<(Lan
                 )
             })?)?);
         }
-        Landscape::fit(&rows)?
+        let mut land = Landscape::fit(&rows)?;
+        if let Some(at) = hurdle_at {
+            let mut curves = Vec::new();
+            for d in &dirs {
+                let p = d.join("curves.parquet");
+                if p.exists() {
+                    curves.extend(curves_from_frame(&read_parquet(&p)?)?);
+                }
+            }
+            hurdle_fit = Landscape::hurdle_sd_from_curves(&rows, &curves, at);
+            if let Some((sd, _)) = hurdle_fit {
+                land.hurdle_sd = sd;
+            }
+        }
+        land
     };
     let mut how = if dirs.is_empty() {
         "given in [simulate]".to_string()
@@ -157,6 +177,19 @@ fn landscape(spec: &SimulateSpec, extra: &[PathBuf], base: &Path) -> Result<(Lan
     if let Some(m) = spec.mean {
         land.mean = m;
     }
+    match (spec.hurdle_sd, hurdle_fit, hurdle_at) {
+        (Some(h), _, _) => {
+            land.hurdle_sd = h;
+            how += &format!("; hurdle sd {h} from [simulate]");
+        }
+        (None, Some((sd, n)), Some(at)) => {
+            how += &format!("; hurdle sd {sd:.3} ppl from {n} runs' curves at {at} of their steps");
+        }
+        (None, None, Some(_)) => {
+            how += "; hurdle sd 0 (no curves near the hurdle in the stores, no [simulate] hurdle_sd: the hurdle ranks as the end does)";
+        }
+        _ => {}
+    }
     for (comp, levels) in spec.effects.iter().flatten() {
         let c: Component = comp
             .parse()
@@ -175,7 +208,11 @@ pub fn run(a: &SimulateArgs) -> Result<()> {
     let study = load_study(&a.study)?;
     let spec = study.simulate.clone();
     let base = a.study.parent().unwrap_or(Path::new("."));
-    let (land, how) = landscape(&spec, &a.noise_from, base)?;
+    let hurdle_at = match &study.kind {
+        KindSpec::Evolve(e) => e.spec.hurdle.map(|h| h.at),
+        _ => None,
+    };
+    let (land, how) = landscape(&spec, &a.noise_from, base, hurdle_at)?;
     let replicates = a.replicates.or(spec.replicates).unwrap_or(1000);
     if replicates < 2 {
         bail!("--replicates must be at least 2, got {replicates}");

@@ -240,7 +240,12 @@ pub fn analyse(rows: &[RunRow], opts: Options) -> Analysis {
             false,
         )
     } else {
-        ("all runs".into(), rows.iter().collect(), true)
+        (
+            "all runs".into(),
+            // Hurdle rows are partial runs, not results.
+            rows.iter().filter(|r| r.stage != Stage::Hurdle).collect(),
+            true,
+        )
     };
     let unit_ids = scoped.iter().map(|r| r.unit_id.clone()).collect();
     let mut per_gene_config: Vec<(Gene, crate::train::TrainConfig)> = Vec::new();

@@ -13,6 +13,7 @@ pub mod analysis;
 pub mod charts;
 pub mod contrast;
 pub mod export;
+pub mod hurdle;
 pub mod markdown;
 pub mod plots;
 pub mod race;
@@ -350,6 +351,10 @@ pub fn write_full(
             failures.len(),
             list.join("; ")
         );
+    }
+    if let Some(h) = hurdle::markdown(&gens, rows) {
+        let at = md.find("\n## Caveats").unwrap_or(md.len());
+        md.insert_str(at, &h);
     }
     if let Some(c) = extras.contrast {
         // Before the caveats and reproducibility blocks.

@@ -34,6 +34,31 @@ pub struct EvolveSpec {
     pub fresh_seed_base: u64,
     /// Stop before a generation that would take the number of distinct genes above this.
     pub max_evaluations: Option<usize>,
+    /// `hurdle = { at = 0.25, keep = 0.5 }`: the new genes of a generation first train to
+    /// `at` of their steps; only the best `keep` of them (by validation ppl there) go on to
+    /// the full budget, the rest are stopped (fitness +∞, never elites).
+    pub hurdle: Option<Hurdle>,
+}
+
+/// A successive-halving hurdle inside a GA generation.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hurdle {
+    /// Fraction of the steps at which the hurdle is judged, in (0, 1).
+    pub at: f64,
+    /// Fraction of the hurdle's genes that go on, in (0, 1]; at least one goes on.
+    pub keep: f64,
+}
+
+impl Hurdle {
+    /// The step of the hurdle for a run of `steps` steps (at least 1, less than `steps`).
+    pub fn step(&self, steps: usize) -> usize {
+        ((self.at * steps as f64).round() as usize).clamp(1, steps.saturating_sub(1).max(1))
+    }
+    /// How many of `n` genes go on.
+    pub fn kept(&self, n: usize) -> usize {
+        ((self.keep * n as f64).ceil() as usize).clamp(1.min(n), n)
+    }
 }
 
 impl Default for EvolveSpec {
@@ -48,6 +73,7 @@ impl Default for EvolveSpec {
             reevaluate_elites: false,
             fresh_seed_base: 1000,
             max_evaluations: None,
+            hurdle: None,
         }
     }
 }
@@ -170,16 +196,36 @@ pub struct EvolveOutcome {
     pub stopped_by_cap: bool,
     /// Generation that could not be evaluated, when incomplete.
     pub pending_generation: Option<usize>,
+    /// Every (gene, seed) trained to the hurdle, in order of first request.
+    pub hurdle_requests: Vec<(Gene, u64)>,
 }
 
 /// Runs the GA. `evaluate(generation, requests)` must return the validation ppl of every
 /// requested (gene, seed), or `None` when it cannot (yet) — then the GA stops there.
-/// Deterministic given `spec.seed` and the scores.
+/// Deterministic given `spec.seed` and the scores. A spec with a hurdle needs
+/// [`evolve_with_hurdle`].
 pub fn evolve(
     spec: &EvolveSpec,
     seeds: &[u64],
-    mut evaluate: impl FnMut(usize, &[(Gene, u64)]) -> Result<Option<Scores>>,
+    evaluate: impl FnMut(usize, &[(Gene, u64)]) -> Result<Option<Scores>>,
 ) -> Result<EvolveOutcome> {
+    evolve_with_hurdle(spec, seeds, evaluate, |_, _| {
+        anyhow::bail!("this GA has a hurdle, and this driver cannot train to a hurdle")
+    })
+}
+
+/// [`evolve`] with hurdles: `partial(generation, requests)` returns the validation ppl of
+/// every requested (gene, seed) at the hurdle's step (or `None`: not yet). Per generation,
+/// the genes that need new evaluations and are not surviving elites run the hurdle; the
+/// best [`Hurdle::kept`] of them by mean hurdle ppl (ties by gene index) are evaluated in
+/// full, the others are stopped (`stopped`, fitness +∞ in this generation).
+pub fn evolve_with_hurdle(
+    spec: &EvolveSpec,
+    seeds: &[u64],
+    mut evaluate: impl FnMut(usize, &[(Gene, u64)]) -> Result<Option<Scores>>,
+    mut partial: impl FnMut(usize, &[(Gene, u64)]) -> Result<Option<Scores>>,
+) -> Result<EvolveOutcome> {
+    let mut hurdle_scores: Scores = HashMap::new();
     let mut out = EvolveOutcome::default();
     let mut seeds_of: HashMap<Gene, Vec<u64>> = HashMap::new();
     let mut distinct: Vec<Gene> = Vec::new();
@@ -237,7 +283,68 @@ pub fn evolve(
             .copied()
             .filter(|k| !scores.contains_key(k))
             .collect();
-        for r in &requests {
+        // The hurdle: new genes (not this generation's elites) first train part way.
+        let mut stopped: Vec<Gene> = Vec::new();
+        let mut hurdled: Vec<Gene> = Vec::new();
+        let missing: Vec<(Gene, u64)> = match &spec.hurdle {
+            None => missing,
+            Some(h) => {
+                let elite_genes: Vec<Gene> = population
+                    .iter()
+                    .filter(|i| i.operator == Operator::Elite)
+                    .map(|i| i.gene)
+                    .collect();
+                for &(g, _) in &missing {
+                    if !elite_genes.contains(&g) && !hurdled.contains(&g) {
+                        hurdled.push(g);
+                    }
+                }
+                let reqs: Vec<(Gene, u64)> = missing
+                    .iter()
+                    .copied()
+                    .filter(|(g, _)| hurdled.contains(g))
+                    .collect();
+                for r in &reqs {
+                    if !out.hurdle_requests.contains(r) {
+                        out.hurdle_requests.push(*r);
+                    }
+                }
+                let todo: Vec<(Gene, u64)> = reqs
+                    .iter()
+                    .copied()
+                    .filter(|k| !hurdle_scores.contains_key(k))
+                    .collect();
+                if !todo.is_empty() {
+                    match partial(generation, &todo)? {
+                        Some(s) => hurdle_scores.extend(s),
+                        None => {
+                            out.pending_generation = Some(generation);
+                            return Ok(out);
+                        }
+                    }
+                }
+                let mut ranked: Vec<(Gene, f64)> = hurdled
+                    .iter()
+                    .map(|&g| {
+                        let vals: Vec<Option<f64>> = reqs
+                            .iter()
+                            .filter(|(x, _)| *x == g)
+                            .map(|k| hurdle_scores.get(k).copied().flatten())
+                            .collect();
+                        (g, fitness(&vals))
+                    })
+                    .collect();
+                ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.index().cmp(&b.0.index())));
+                let kept = h.kept(ranked.len());
+                stopped = ranked[kept..].iter().map(|(g, _)| *g).collect();
+                missing
+                    .into_iter()
+                    .filter(|(g, _)| !stopped.contains(g))
+                    .collect()
+            }
+        };
+        // Stopped genes' full units are not requested.
+        for r in requests.iter().filter(|(g, _)| !stopped.contains(g)) {
             if !out.requests.contains(r) {
                 out.requests.push(*r);
             }
@@ -258,7 +365,15 @@ pub fn evolve(
                 .iter()
                 .map(|&seed| scores.get(&(ind.gene, seed)).copied().flatten())
                 .collect();
-            let f = fitness(&vals);
+            let stop = stopped.contains(&ind.gene);
+            let f = if stop { f64::INFINITY } else { fitness(&vals) };
+            let hurdle_fitness = hurdled.contains(&ind.gene).then(|| {
+                let vals: Vec<Option<f64>> = s
+                    .iter()
+                    .map(|&seed| hurdle_scores.get(&(ind.gene, seed)).copied().flatten())
+                    .collect();
+                fitness(&vals)
+            });
             scored.push((ind.gene, f));
             if !distinct.contains(&ind.gene) {
                 distinct.push(ind.gene);
@@ -276,6 +391,8 @@ pub fn evolve(
                 operator: ind.operator,
                 fitness: f,
                 n_seeds: s.len() as u64,
+                hurdle_fitness,
+                stopped: stop,
             });
         }
         elites = select_elites(&scored, spec.elites);
@@ -307,6 +424,102 @@ mod tests {
             ))
         })
         .unwrap()
+    }
+
+    #[test]
+    fn a_hurdle_stops_the_worse_half_and_never_makes_them_elites() {
+        let spec = EvolveSpec {
+            hurdle: Some(Hurdle {
+                at: 0.25,
+                keep: 0.5,
+            }),
+            ..EvolveSpec::default()
+        };
+        let mut partial_asked = 0;
+        let out = evolve_with_hurdle(
+            &spec,
+            &[1],
+            |_, req| {
+                Ok(Some(
+                    req.iter().map(|&(g, s)| ((g, s), score(g, s))).collect(),
+                ))
+            },
+            |_, req| {
+                partial_asked += req.len();
+                // The hurdle sees the final score plus a gene-dependent offset.
+                Ok(Some(
+                    req.iter()
+                        .map(|&(g, s)| {
+                            (
+                                (g, s),
+                                score(g, s).map(|v| v + 10.0 + (g.index() % 5) as f64),
+                            )
+                        })
+                        .collect(),
+                ))
+            },
+        )
+        .unwrap();
+        assert!(out.complete);
+        assert_eq!(partial_asked, out.hurdle_requests.len());
+        for gen in 0..10u64 {
+            let rows: Vec<&GenerationRow> =
+                out.rows.iter().filter(|r| r.generation == gen).collect();
+            let hurdled: Vec<&&GenerationRow> =
+                rows.iter().filter(|r| r.hurdle_fitness.is_some()).collect();
+            let stopped = hurdled.iter().filter(|r| r.stopped).count();
+            // Half of the hurdle's distinct genes go on (rounded up).
+            let mut distinct: Vec<Gene> = hurdled.iter().map(|r| r.gene).collect();
+            distinct.sort_by_key(|g| g.index());
+            distinct.dedup();
+            let stopped_genes: Vec<Gene> = hurdled
+                .iter()
+                .filter(|r| r.stopped)
+                .map(|r| r.gene)
+                .collect();
+            assert_eq!(
+                distinct.len()
+                    - Hurdle {
+                        at: 0.25,
+                        keep: 0.5
+                    }
+                    .kept(distinct.len()),
+                {
+                    let mut v = stopped_genes.clone();
+                    v.sort_by_key(|g| g.index());
+                    v.dedup();
+                    v.len()
+                }
+            );
+            assert!(stopped <= hurdled.len());
+            // Elites never skip the hurdle by accident and are never stopped genes.
+            if gen > 0 {
+                let prev_stopped: Vec<Gene> = out
+                    .rows
+                    .iter()
+                    .filter(|r| r.generation == gen - 1 && r.stopped)
+                    .map(|r| r.gene)
+                    .collect();
+                for e in rows.iter().filter(|r| r.operator == Operator::Elite) {
+                    assert!(e.hurdle_fitness.is_none() && !e.stopped);
+                    assert!(
+                        !prev_stopped.contains(&e.gene)
+                            || out
+                                .rows
+                                .iter()
+                                .any(|r| r.generation < gen && r.gene == e.gene && !r.stopped)
+                    );
+                }
+            }
+        }
+        // Stopped genes' full units were never requested.
+        for r in out.rows.iter().filter(|r| r.stopped) {
+            let ever_full = out
+                .rows
+                .iter()
+                .any(|x| x.gene == r.gene && !x.stopped && x.fitness.is_finite());
+            assert_eq!(out.requests.iter().any(|&(g, _)| g == r.gene), ever_full);
+        }
     }
 
     #[test]

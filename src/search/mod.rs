@@ -21,7 +21,10 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
 
-pub use evolve::{evolve, initial_population, offspring, EvolveOutcome, EvolveSpec, Individual};
+pub use evolve::{
+    evolve, evolve_with_hurdle, initial_population, offspring, EvolveOutcome, EvolveSpec, Hurdle,
+    Individual,
+};
 pub use random::{random_genes, RandomSearchSpec};
 
 /// `n` distinct genes drawn uniformly without replacement.

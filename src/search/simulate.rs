@@ -19,7 +19,7 @@
 //! threads.
 
 use super::race::{self, RaceSpec};
-use super::{evolve, random_genes, EvolveSpec, RandomSearchSpec, Scores};
+use super::{random_genes, EvolveSpec, RandomSearchSpec, Scores};
 use crate::gene::{Component, Gene};
 use crate::record::RunRow;
 use crate::seed::rng_for;
@@ -41,6 +41,10 @@ pub struct Landscape {
     pub seed_sd: f64,
     /// sd of the gene × seed noise.
     pub interaction_sd: f64,
+    /// For GA hurdles: sd of a run's hurdle score about its final score (plus a constant
+    /// offset, which does not change rankings). 0: the hurdle ranks runs as their final
+    /// scores do.
+    pub hurdle_sd: f64,
 }
 
 /// The index of gene `g`'s level of component `c`.
@@ -64,7 +68,45 @@ impl Landscape {
                 .collect(),
             seed_sd,
             interaction_sd,
+            hurdle_sd: 0.0,
         }
+    }
+
+    /// The hurdle sd from learning curves: per unit, its validation ppl at the curve point
+    /// nearest to `at` × steps (within 10 % of the steps) minus its final validation ppl;
+    /// the sd (n − 1) of those differences. `None` with fewer than 3 such units (stores
+    /// that validate only at the end). Returns the sd and the units used.
+    pub fn hurdle_sd_from_curves(
+        rows: &[RunRow],
+        curves: &[crate::record::CurveRow],
+        at: f64,
+    ) -> Option<(f64, usize)> {
+        let mut by_unit: HashMap<&str, Vec<&crate::record::CurveRow>> = HashMap::new();
+        for c in curves {
+            by_unit.entry(c.unit_id.as_str()).or_default().push(c);
+        }
+        let d: Vec<f64> = rows
+            .iter()
+            .filter_map(|r| {
+                let fin = r.val_ppl?;
+                let steps = r.config.steps as f64;
+                let target = at * steps;
+                let pts = by_unit.get(r.unit_id.as_str())?;
+                let p = pts.iter().filter(|c| c.val_ppl.is_some()).min_by(|a, b| {
+                    (a.step as f64 - target)
+                        .abs()
+                        .total_cmp(&(b.step as f64 - target).abs())
+                })?;
+                ((p.step as f64 - target).abs() <= 0.1 * steps && (p.step as f64) < steps)
+                    .then(|| p.val_ppl.unwrap() - fin)
+            })
+            .collect();
+        if d.len() < 3 {
+            return None;
+        }
+        let m = d.iter().sum::<f64>() / d.len() as f64;
+        let var = d.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (d.len() - 1) as f64;
+        Some((var.sqrt(), d.len()))
     }
 
     /// Sets the effect of `value` of component `c` (an error names a value outside it).
@@ -212,8 +254,15 @@ impl Landscape {
 pub trait Evaluator {
     /// The scores of `req`, or `None` when they would take the runs above `budget`.
     fn evaluate(&mut self, req: &[(Gene, u64)], budget: Option<usize>) -> Option<Scores>;
-    /// Runs charged so far (distinct (gene, seed) pairs evaluated).
+    /// Runs charged so far (distinct (gene, seed) pairs evaluated; a hurdle evaluation
+    /// costs its fraction `at` of a run, finishing it the rest).
     fn used(&self) -> usize;
+    /// Scores at a GA hurdle at fraction `at` of the steps (`None` above `budget`); by
+    /// default the final scores (a hurdle that ranks as the end does).
+    fn partial(&mut self, req: &[(Gene, u64)], at: f64, budget: Option<usize>) -> Option<Scores> {
+        let _ = at;
+        self.evaluate(req, budget)
+    }
     /// The mean observed score of `g` over the seeds it ran.
     fn observed(&self, g: Gene) -> f64;
 }
@@ -263,8 +312,12 @@ struct World<'a> {
     rng: ChaCha8Rng,
     seeds: HashMap<u64, f64>,
     runs: HashMap<(Gene, u64), f64>,
-    /// Runs charged (distinct (gene, seed) pairs evaluated).
-    used: usize,
+    /// Final scores drawn so far (charged or only seen at a hurdle).
+    drawn: HashMap<(Gene, u64), f64>,
+    /// Hurdle scores and the fraction they cost.
+    partials: HashMap<(Gene, u64), (f64, f64)>,
+    /// Runs charged, fractional with hurdles.
+    used: f64,
 }
 
 impl<'a> World<'a> {
@@ -274,7 +327,36 @@ impl<'a> World<'a> {
             rng,
             seeds: HashMap::new(),
             runs: HashMap::new(),
-            used: 0,
+            drawn: HashMap::new(),
+            partials: HashMap::new(),
+            used: 0.0,
+        }
+    }
+
+    /// The final score of (g, s), drawn once.
+    fn draw(&mut self, g: Gene, s: u64) -> f64 {
+        if let Some(v) = self.drawn.get(&(g, s)) {
+            return *v;
+        }
+        let b = match self.seeds.get(&s) {
+            Some(b) => *b,
+            None => {
+                let b = self.land.seed_sd * self.normal();
+                self.seeds.insert(s, b);
+                b
+            }
+        };
+        let v = self.land.truth(g) + b + self.land.interaction_sd * self.normal();
+        self.drawn.insert((g, s), v);
+        v
+    }
+
+    /// What finishing (g, s) costs now.
+    fn cost_of(&self, k: &(Gene, u64)) -> f64 {
+        if self.runs.contains_key(k) {
+            0.0
+        } else {
+            1.0 - self.partials.get(k).map_or(0.0, |p| p.1)
         }
     }
 
@@ -285,8 +367,8 @@ impl<'a> World<'a> {
 
 impl Evaluator for World<'_> {
     fn evaluate(&mut self, req: &[(Gene, u64)], budget: Option<usize>) -> Option<Scores> {
-        let new = req.iter().filter(|k| !self.runs.contains_key(k)).count();
-        if budget.is_some_and(|b| self.used + new > b) {
+        let new: f64 = req.iter().map(|k| self.cost_of(k)).sum();
+        if budget.is_some_and(|b| self.used + new > b as f64 + 1e-9) {
             return None;
         }
         let mut out = Scores::new();
@@ -294,17 +376,36 @@ impl Evaluator for World<'_> {
             let v = match self.runs.get(&(g, s)) {
                 Some(v) => *v,
                 None => {
-                    let b = match self.seeds.get(&s) {
-                        Some(b) => *b,
-                        None => {
-                            let b = self.land.seed_sd * self.normal();
-                            self.seeds.insert(s, b);
-                            b
-                        }
-                    };
-                    let v = self.land.truth(g) + b + self.land.interaction_sd * self.normal();
+                    self.used += self.cost_of(&(g, s));
+                    let v = self.draw(g, s);
                     self.runs.insert((g, s), v);
-                    self.used += 1;
+                    v
+                }
+            };
+            out.insert((g, s), Some(v));
+        }
+        Some(out)
+    }
+
+    fn partial(&mut self, req: &[(Gene, u64)], at: f64, budget: Option<usize>) -> Option<Scores> {
+        let new = req
+            .iter()
+            .filter(|k| !self.partials.contains_key(k) && !self.runs.contains_key(k))
+            .count() as f64
+            * at;
+        if budget.is_some_and(|b| self.used + new > b as f64 + 1e-9) {
+            return None;
+        }
+        let mut out = Scores::new();
+        for &(g, s) in req {
+            let v = match self.partials.get(&(g, s)) {
+                Some(p) => p.0,
+                None => {
+                    if !self.runs.contains_key(&(g, s)) {
+                        self.used += at;
+                    }
+                    let v = self.draw(g, s) + self.land.hurdle_sd * self.normal();
+                    self.partials.insert((g, s), (v, at));
                     v
                 }
             };
@@ -314,7 +415,7 @@ impl Evaluator for World<'_> {
     }
 
     fn used(&self) -> usize {
-        self.used
+        self.used.round() as usize
     }
 
     fn observed(&self, g: Gene) -> f64 {
@@ -370,7 +471,14 @@ pub fn ga_with(
     ev: &mut dyn Evaluator,
     budget: Option<usize>,
 ) -> Result<super::EvolveOutcome> {
-    evolve(spec, seeds, |_, missing| Ok(ev.evaluate(missing, budget)))
+    let ev = std::cell::RefCell::new(ev);
+    let at = spec.hurdle.map_or(1.0, |h| h.at);
+    super::evolve::evolve_with_hurdle(
+        spec,
+        seeds,
+        |_, missing| Ok(ev.borrow_mut().evaluate(missing, budget)),
+        |_, missing| Ok(ev.borrow_mut().partial(missing, at, budget)),
+    )
 }
 
 fn run_ga(
@@ -811,5 +919,108 @@ mod tests {
         assert_eq!(a.p_correct.mean, 1.0);
         assert!(a.winners_curse.mean < -1.0, "{a:?}");
         let _ = planted();
+    }
+}
+
+#[cfg(test)]
+mod hurdle_tests {
+    use super::*;
+    use crate::search::Hurdle;
+
+    fn land(hurdle_sd: f64) -> Landscape {
+        let mut land = Landscape::null(100.0, 2.0, 1.0);
+        land.set(Component::Normalization, "sparsemax", -3.0)
+            .unwrap();
+        land.set(Component::Gating, "output_gate", -2.0).unwrap();
+        land.hurdle_sd = hurdle_sd;
+        land
+    }
+
+    #[test]
+    fn hurdles_cost_fewer_runs_and_a_noisy_hurdle_picks_worse() {
+        let plain = EvolveSpec::default();
+        let hurdled = EvolveSpec {
+            hurdle: Some(Hurdle {
+                at: 0.25,
+                keep: 0.5,
+            }),
+            ..EvolveSpec::default()
+        };
+        let reps = 400;
+        let a = simulate(
+            &Strategy::Ga(plain, vec![1]),
+            &land(0.0),
+            reps,
+            None,
+            0.5,
+            3,
+        )
+        .unwrap();
+        let b = simulate(
+            &Strategy::Ga(hurdled.clone(), vec![1]),
+            &land(0.0),
+            reps,
+            None,
+            0.5,
+            3,
+        )
+        .unwrap();
+        // Per generation 12 (then 9) new genes; half go on: 0.25 + 0.5 × 0.75 of the runs.
+        assert!(
+            b.runs.mean < 0.75 * a.runs.mean,
+            "{} vs {}",
+            b.runs.mean,
+            a.runs.mean
+        );
+        assert!(
+            b.runs.mean > 0.5 * a.runs.mean,
+            "{} vs {}",
+            b.runs.mean,
+            a.runs.mean
+        );
+        // A hurdle whose scores are pure noise about the end is worse than an exact one.
+        let c = simulate(
+            &Strategy::Ga(hurdled, vec![1]),
+            &land(50.0),
+            reps,
+            None,
+            0.5,
+            3,
+        )
+        .unwrap();
+        assert!(
+            c.regret.mean > b.regret.mean,
+            "noisy hurdle regret {} vs exact {}",
+            c.regret.mean,
+            b.regret.mean
+        );
+    }
+
+    #[test]
+    fn hurdle_sd_is_read_off_curves() {
+        use crate::record::CurveRow;
+        let mut rows = Vec::new();
+        let mut curves = Vec::new();
+        for (i, d) in [10.0, 12.0, 14.0, 11.0].iter().enumerate() {
+            let mut r = crate::study::store::schema::blank_run();
+            r.unit_id = format!("u{i}");
+            r.config.steps = 100;
+            r.val_ppl = Some(100.0);
+            rows.push(r);
+            for (step, v) in [(25u64, 100.0 + d), (100, 100.0)] {
+                curves.push(CurveRow {
+                    unit_id: format!("u{i}"),
+                    step,
+                    train_loss: 1.0,
+                    val_ppl: Some(v),
+                });
+            }
+        }
+        let (sd, n) = Landscape::hurdle_sd_from_curves(&rows, &curves, 0.25).unwrap();
+        assert_eq!(n, 4);
+        // sd of 10, 12, 14, 11 (n − 1).
+        assert!((sd - 1.707_825_127_659_933).abs() < 1e-12, "{sd}");
+        // No point near the hurdle: nothing to fit.
+        assert!(Landscape::hurdle_sd_from_curves(&rows, &curves, 0.6).is_none());
     }
 }

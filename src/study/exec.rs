@@ -141,6 +141,25 @@ impl<'a> Executor<'a> {
         for &(g, s) in requests {
             self.earlier.insert(self.planner.unit(g, s).id);
         }
+        self.ensure_packs(stage, packs, need_all)
+    }
+
+    /// [`Executor::ensure`] for a GA hurdle: trains the requests' packs to step `at` only
+    /// (their own ids, `-h<at>`), keeping their checkpoints so that the full runs of the
+    /// genes that pass resume there. The requests are not marked as requested (the full
+    /// units form the same packs later).
+    pub fn ensure_hurdle(&mut self, requests: &[(Gene, u64)], at: usize) -> Result<bool> {
+        self.store.refresh()?;
+        let packs: Vec<Pack> = self
+            .planner
+            .pack(requests, |u| self.earlier.contains(&u.id))
+            .iter()
+            .map(|p| p.to_hurdle(at))
+            .collect();
+        self.ensure_packs(Stage::Hurdle, packs, true)
+    }
+
+    fn ensure_packs(&mut self, stage: Stage, packs: Vec<Pack>, need_all: bool) -> Result<bool> {
         let store = &self.store;
         let total_units: usize = packs.iter().map(|p| p.units.len()).sum();
         let packs: Vec<(usize, Pack)> = packs
@@ -353,6 +372,15 @@ impl Runner for Executor<'_> {
     fn finished(&self, gene: Gene, seed: u64) -> Option<&RunRow> {
         self.store.run(&self.planner.unit(gene, seed).id)
     }
+    fn ensure_hurdle(&mut self, requests: &[(Gene, u64)], at: usize) -> Result<bool> {
+        Executor::ensure_hurdle(self, requests, at)
+    }
+    fn finished_hurdle(&self, gene: Gene, seed: u64, at: usize) -> Option<&RunRow> {
+        self.store.run(&super::plan::hurdle_unit_id(
+            &self.planner.unit(gene, seed).id,
+            at,
+        ))
+    }
     fn planner(&self) -> &Planner {
         &self.planner
     }
@@ -375,7 +403,7 @@ impl RowContext<'_> {
     fn checkpoint_path(&self, pack: &Pack) -> std::path::PathBuf {
         self.dir
             .join("checkpoints")
-            .join(format!("{}.safetensors", pack.id))
+            .join(format!("{}.safetensors", pack.base_id()))
     }
 }
 
@@ -599,8 +627,11 @@ fn worker(
                         .filter(|c| runs.iter().any(|r| r.unit_id == c.unit_id))
                         .collect();
                     store.write_pack(&pack.id, &runs, &curves)?;
-                    // The pack is finished: its checkpoint is not needed any more.
-                    let _ = std::fs::remove_file(ctx.checkpoint_path(&pack));
+                    // The pack is finished: its checkpoint is not needed any more (a
+                    // hurdle pack keeps it: the full run resumes from it).
+                    if pack.stop_at.is_none() {
+                        let _ = std::fs::remove_file(ctx.checkpoint_path(&pack));
+                    }
                     store.clear_failure(&pack.id);
                     store.clear_claims(&pack.id);
                     Ok(runs)
@@ -690,10 +721,11 @@ fn run_pack(
             checkpoint: Some(Checkpointing {
                 path: ctx.checkpoint_path(pack),
                 rejected_dir: ctx.dir.join("rejected"),
-                key: pack.id.clone(),
+                key: pack.base_id().to_string(),
                 every: ctx.opts.checkpoint_every,
             }),
-            keep_weights: ctx.opts.save_weights,
+            keep_weights: ctx.opts.save_weights && pack.stop_at.is_none(),
+            stop_at: pack.stop_at,
             ..Default::default()
         },
     )?;
@@ -751,6 +783,7 @@ fn run_pack(
             wall_s: out.wall_s,
             device: ctx.opts.device_name.clone(),
             hardware: ctx.opts.hardware.clone(),
+            stopped_at: out.stopped_at.map(|s| s as u64),
             threads: ctx.opts.threads_per_job as u64,
             replicas: seeds.len() as u64,
             evoattn_version: CRATE_VERSION.to_string(),

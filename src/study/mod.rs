@@ -31,6 +31,11 @@ pub trait Runner {
     /// The finished row of (gene, seed) under the planner's current configuration, as of
     /// the last `ensure`.
     fn finished(&self, gene: Gene, seed: u64) -> Option<&RunRow>;
+    /// [`Runner::ensure`] for a GA hurdle: the requests' packs trained to step `at` only
+    /// ([`plan::Pack::to_hurdle`]), as stage [`Stage::Hurdle`]; the GA needs all of them.
+    fn ensure_hurdle(&mut self, requests: &[(Gene, u64)], at: usize) -> Result<bool>;
+    /// The hurdle row of (gene, seed) at step `at`, as of the last `ensure_hurdle`.
+    fn finished_hurdle(&self, gene: Gene, seed: u64, at: usize) -> Option<&RunRow>;
     /// The planner.
     fn planner(&self) -> &Planner;
     /// The planner, to switch configurations (tune trials, tuned replications).

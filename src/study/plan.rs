@@ -36,6 +36,11 @@ pub fn unit_id(gene: Gene, cfg: &TrainConfig, data_fingerprint: &str, seed: u64)
     hex::encode(&digest[..8])
 }
 
+/// The unit id of a unit trained only to step `at` (a GA hurdle).
+pub fn hurdle_unit_id(unit: &str, at: usize) -> String {
+    format!("{unit}-h{at}")
+}
+
 /// Units of one gene trained together as the replicas of one run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pack {
@@ -45,9 +50,38 @@ pub struct Pack {
     pub gene: Gene,
     /// Its units, seeds ascending.
     pub units: Vec<Unit>,
+    /// A hurdle pack ([`Pack::to_hurdle`]): train to this step only.
+    pub stop_at: Option<usize>,
 }
 
 impl Pack {
+    /// The pack that trains this one's units to step `at` only (a GA hurdle): its id and
+    /// unit ids are this pack's with `-h<at>` appended, so its rows never count as the
+    /// full units'; it shares this pack's checkpoint, so the full run resumes from it.
+    pub fn to_hurdle(&self, at: usize) -> Pack {
+        Pack {
+            id: format!("{}-h{at}", self.id),
+            gene: self.gene,
+            units: self
+                .units
+                .iter()
+                .map(|u| Unit {
+                    id: hurdle_unit_id(&u.id, at),
+                    ..u.clone()
+                })
+                .collect(),
+            stop_at: Some(at),
+        }
+    }
+
+    /// The id of the full pack (for checkpoints): the id without a hurdle suffix.
+    pub fn base_id(&self) -> &str {
+        match self.stop_at {
+            Some(at) => self.id.strip_suffix(&format!("-h{at}")).unwrap_or(&self.id),
+            None => &self.id,
+        }
+    }
+
     /// The seeds, in replica order.
     pub fn seeds(&self) -> Vec<u64> {
         self.units.iter().map(|u| u.seed).collect()
@@ -126,6 +160,7 @@ impl Planner {
                     id: hex::encode(&h.finalize()[..8]),
                     gene: g,
                     units: chunk.to_vec(),
+                    stop_at: None,
                 });
             }
         }

@@ -33,6 +33,9 @@ pub struct SimulateSpec {
     pub seed_sd: Option<f64>,
     /// sd of the gene × seed noise.
     pub interaction_sd: Option<f64>,
+    /// For GA hurdles: sd of a run's hurdle score about its final one (default: fitted
+    /// from the stores' curves, else 0).
+    pub hurdle_sd: Option<f64>,
     /// Effect (ppl) per component per level.
     pub effects: Option<BTreeMap<String, BTreeMap<String, f64>>>,
     /// Simulated studies per strategy.
@@ -47,6 +50,7 @@ impl SimulateSpec {
         for (k, v) in [
             ("seed_sd", self.seed_sd),
             ("interaction_sd", self.interaction_sd),
+            ("hurdle_sd", self.hurdle_sd),
         ] {
             if let Some(v) = v {
                 if !(v.is_finite() && v >= 0.0) {

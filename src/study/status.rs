@@ -50,6 +50,44 @@ impl StatusRunner {
 impl Runner for StatusRunner {
     fn ensure(&mut self, stage: Stage, requests: &[(Gene, u64)], _need_all: bool) -> Result<bool> {
         self.store.refresh()?;
+        let packs = self
+            .planner
+            .pack(requests, |u| self.earlier.contains(&u.id));
+        for &(g, s) in requests {
+            self.earlier.insert(self.planner.unit(g, s).id);
+        }
+        self.count(stage, &packs)
+    }
+    fn ensure_hurdle(&mut self, requests: &[(Gene, u64)], at: usize) -> Result<bool> {
+        self.store.refresh()?;
+        let packs: Vec<_> = self
+            .planner
+            .pack(requests, |u| self.earlier.contains(&u.id))
+            .iter()
+            .map(|p| p.to_hurdle(at))
+            .collect();
+        self.count(Stage::Hurdle, &packs)
+    }
+    fn finished_hurdle(&self, gene: Gene, seed: u64, at: usize) -> Option<&RunRow> {
+        self.store.run(&super::plan::hurdle_unit_id(
+            &self.planner.unit(gene, seed).id,
+            at,
+        ))
+    }
+    fn finished(&self, gene: Gene, seed: u64) -> Option<&RunRow> {
+        self.store.run(&self.planner.unit(gene, seed).id)
+    }
+    fn planner(&self) -> &Planner {
+        &self.planner
+    }
+    fn planner_mut(&mut self) -> &mut Planner {
+        &mut self.planner
+    }
+}
+
+impl StatusRunner {
+    /// Adds the states of `packs` to `stage`'s counts; whether all are finished.
+    fn count(&mut self, stage: Stage, packs: &[super::plan::Pack]) -> Result<bool> {
         if self.counts.last().is_none_or(|c| c.stage != stage) {
             self.counts.push(StageCounts {
                 stage,
@@ -59,15 +97,9 @@ impl Runner for StatusRunner {
                 failed: 0,
             });
         }
-        let packs = self
-            .planner
-            .pack(requests, |u| self.earlier.contains(&u.id));
-        for &(g, s) in requests {
-            self.earlier.insert(self.planner.unit(g, s).id);
-        }
         let c = self.counts.last_mut().expect("pushed");
         let mut all_done = true;
-        for p in &packs {
+        for p in packs {
             let n = p.units.len();
             if self.store.pack_check(p) == PackCheck::Finished {
                 c.done += n;
@@ -81,14 +113,5 @@ impl Runner for StatusRunner {
             }
         }
         Ok(all_done)
-    }
-    fn finished(&self, gene: Gene, seed: u64) -> Option<&RunRow> {
-        self.store.run(&self.planner.unit(gene, seed).id)
-    }
-    fn planner(&self) -> &Planner {
-        &self.planner
-    }
-    fn planner_mut(&mut self) -> &mut Planner {
-        &mut self.planner
     }
 }

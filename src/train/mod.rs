@@ -81,6 +81,8 @@ pub struct RunOutput {
     pub checkpoint_s: f64,
     /// Each replica's final weights, without the replica axis, when asked for.
     pub weights: Vec<Vec<checkpoint::Named>>,
+    /// The step it stopped at ([`RunOptions::stop_at`]); then `steps` is that step.
+    pub stopped_at: Option<usize>,
 }
 
 /// What a progress callback is told after each step.
@@ -114,6 +116,11 @@ pub struct RunOptions<'a> {
     pub checkpoint: Option<checkpoint::Checkpointing>,
     /// Return each replica's final weights in [`RunOutput::weights`].
     pub keep_weights: bool,
+    /// Stop after this step (a GA hurdle): validate there, write a checkpoint (with
+    /// `checkpoint` set, whatever its interval) so that a later full run resumes from it,
+    /// and return the results at that step. The checkpoint's curve leaves out this extra
+    /// validation, so the full run stays bit-identical to one never stopped.
+    pub stop_at: Option<usize>,
 }
 
 impl Default for RunOptions<'_> {
@@ -126,6 +133,7 @@ impl Default for RunOptions<'_> {
             poison: None,
             checkpoint: None,
             keep_weights: false,
+            stop_at: None,
         }
     }
 }
@@ -377,7 +385,9 @@ pub fn train(
             }
         }
     }
+    let resumed_train_time = train_time;
     let mut written = 0usize;
+    let mut stopped_at: Option<usize> = None;
     let mut ck_time = 0.0f64;
     let mut last_ck_train = train_time;
     let mut last_write = 0.0f64;
@@ -489,6 +499,48 @@ pub fn train(
         if live.iter().all(|l| !l) {
             break;
         }
+        if done < steps && opts.stop_at == Some(done) {
+            if let Some(ck) = &ck {
+                save_now(
+                    &model,
+                    &opt,
+                    &streams,
+                    &live,
+                    &diverged_at,
+                    &losses,
+                    &curves,
+                    last_point,
+                    train_time,
+                    done,
+                    ck,
+                )?;
+            }
+            let ppl = if opts.skip_eval || at_eval {
+                None
+            } else {
+                Some(evaluate(&model, valid, EVAL_BATCH)?)
+            };
+            for i in 0..r {
+                if at_eval {
+                    continue; // this step's point is already on the curve
+                }
+                let window = &losses[i][last_point.min(losses[i].len())..];
+                let tl = if window.is_empty() {
+                    f64::NAN
+                } else {
+                    window.iter().map(|&v| v as f64).sum::<f64>() / window.len() as f64
+                };
+                if let Some(p) = &ppl {
+                    curves[i].push(CurvePoint {
+                        step: done,
+                        train_loss: tl,
+                        val_ppl: live[i].then_some(p[i]),
+                    });
+                }
+            }
+            stopped_at = Some(done);
+            break;
+        }
         if done < steps {
             if crate::interrupt::requested() {
                 if let Some(ck) = &ck {
@@ -538,11 +590,12 @@ pub fn train(
         }
     }
 
-    let test = if opts.eval_test && !opts.skip_eval && live.iter().any(|&l| l) {
-        Some(evaluate(&model, eval_slice(&corpus.test, cfg), EVAL_BATCH)?)
-    } else {
-        None
-    };
+    let test =
+        if stopped_at.is_none() && opts.eval_test && !opts.skip_eval && live.iter().any(|&l| l) {
+            Some(evaluate(&model, eval_slice(&corpus.test, cfg), EVAL_BATCH)?)
+        } else {
+            None
+        };
     let results = (0..r)
         .map(|i| {
             let tail = &losses[i][losses[i].len().saturating_sub(100)..];
@@ -581,10 +634,12 @@ pub fn train(
         gene,
         params_total,
         params_nonembed,
-        steps,
-        tokens_per_s: steps as f64 * (r * b * t) as f64 / train_time.max(1e-9),
+        steps: stopped_at.unwrap_or(steps),
+        tokens_per_s: (stopped_at.unwrap_or(steps) - first) as f64 * (r * b * t) as f64
+            / (train_time - resumed_train_time).max(1e-9),
         wall_s: start.elapsed().as_secs_f64(),
         seeds: results,
+        stopped_at,
         resumed_from,
         checkpoints_written: written,
         checkpoint_s: ck_time,

@@ -23,6 +23,7 @@ pub mod anova2;
 pub mod anova_rm;
 pub mod aso;
 pub mod compare;
+pub mod correlation;
 pub mod effect;
 pub mod exact;
 pub mod expected;

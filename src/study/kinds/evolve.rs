@@ -7,6 +7,7 @@ use crate::record::Stage;
 use crate::search::{self, EvolveSpec};
 use crate::study::spec::{Ctx, RawStudy, SpecError, Study, MAX_SEED};
 use crate::study::{scores_of, Driven, Reached, Runner};
+// (Reached is also built by hand for the hurdle stage.)
 use anyhow::Result;
 
 /// Most generations an evolve study may run.
@@ -71,6 +72,23 @@ pub(crate) fn validate(raw: &RawStudy, ctx: &Ctx<'_>) -> Result<Evolve, SpecErro
                     ),
                 );
             }
+            if let Some(h) = &e.hurdle {
+                if !(h.at > 0.0 && h.at < 1.0) {
+                    return bad(
+                        "hurdle",
+                        format!("hurdle at = {} is out of range: the hurdle is a fraction of the steps in (0, 1), e.g. at = 0.25", h.at),
+                    );
+                }
+                if !(h.keep > 0.0 && h.keep <= 1.0) {
+                    return bad(
+                        "hurdle",
+                        format!("hurdle keep = {} is out of range: keep is the fraction of genes that go on, in (0, 1], e.g. keep = 0.5", h.keep),
+                    );
+                }
+                if ctx.config.steps < 2 {
+                    return bad("hurdle", "a hurdle needs at least 2 training steps".into());
+                }
+            }
             if e.max_evaluations.is_some_and(|m| m < e.population) {
                 return bad(
                     "max_evaluations",
@@ -112,13 +130,51 @@ impl Evolve {
         runner: &mut dyn Runner,
         out: &mut Driven,
     ) -> Result<()> {
-        let outcome = search::evolve(&self.spec, &study.seeds, |_, missing| {
-            if runner.ensure(Stage::Search, missing, true)? {
-                Ok(Some(scores_of(runner, missing)))
-            } else {
-                Ok(None)
-            }
-        })?;
+        let at = self.spec.hurdle.map(|h| h.step(study.config.steps));
+        let runner = std::cell::RefCell::new(runner);
+        let outcome = search::evolve_with_hurdle(
+            &self.spec,
+            &study.seeds,
+            |_, missing| {
+                let mut r = runner.borrow_mut();
+                if r.ensure(Stage::Search, missing, true)? {
+                    Ok(Some(scores_of(&**r, missing)))
+                } else {
+                    Ok(None)
+                }
+            },
+            |_, missing| {
+                let at = at.expect("a hurdle");
+                let mut r = runner.borrow_mut();
+                if r.ensure_hurdle(missing, at)? {
+                    Ok(Some(
+                        missing
+                            .iter()
+                            .map(|&(g, s)| {
+                                ((g, s), r.finished_hurdle(g, s, at).and_then(|x| x.val_ppl))
+                            })
+                            .collect(),
+                    ))
+                } else {
+                    Ok(None)
+                }
+            },
+        )?;
+        let runner = runner.into_inner();
+        if let Some(at) = at {
+            let planner = runner.planner();
+            out.push(Reached {
+                stage: Stage::Hurdle,
+                ids: outcome
+                    .hurdle_requests
+                    .iter()
+                    .map(|&(g, s)| crate::study::plan::hurdle_unit_id(&planner.unit(g, s).id, at))
+                    .collect(),
+                trials: vec![0; outcome.hurdle_requests.len()],
+                requests: outcome.hurdle_requests.clone(),
+                complete: outcome.complete,
+            });
+        }
         let complete =
             outcome.complete || (outcome.stopped_by_cap && outcome.pending_generation.is_none());
         out.push(Reached::new(

@@ -275,6 +275,35 @@ pub(crate) mod testing {
         fn finished(&self, gene: Gene, seed: u64) -> Option<&RunRow> {
             self.rows.get(&self.planner.unit(gene, seed).id)
         }
+        fn ensure_hurdle(&mut self, requests: &[(Gene, u64)], at: usize) -> Result<bool> {
+            for &(g, s) in requests {
+                let u = self.planner.unit(g, s);
+                let cfg = self.planner.config_for(g).clone();
+                let id = crate::study::plan::hurdle_unit_id(&u.id, at);
+                self.log.push((Stage::Hurdle, g, s, id.clone()));
+                // At the hurdle: the final score plus a gene-dependent offset, so the
+                // hurdle ranking is informative but not perfect.
+                let val = (self.score)(g, s, &cfg).map(|v| v + 20.0 + (g.index() % 3) as f64);
+                let row = RunRow {
+                    stage: Stage::Hurdle,
+                    unit_id: id.clone(),
+                    gene: g,
+                    seed: s,
+                    config: cfg,
+                    val_ppl: val,
+                    stopped_at: Some(at as u64),
+                    ..crate::study::store::schema::blank_run()
+                };
+                self.rows.entry(id).or_insert(row);
+            }
+            Ok(true)
+        }
+        fn finished_hurdle(&self, gene: Gene, seed: u64, at: usize) -> Option<&RunRow> {
+            self.rows.get(&crate::study::plan::hurdle_unit_id(
+                &self.planner.unit(gene, seed).id,
+                at,
+            ))
+        }
         fn planner(&self) -> &Planner {
             &self.planner
         }

@@ -531,6 +531,7 @@ pub(crate) mod tests {
             wall_s: 2.0,
             device: "cpu".into(),
             hardware: "test cpu".into(),
+            stopped_at: None,
             threads: 1,
             replicas: 2,
             evoattn_version: "0.1.0".into(),

@@ -274,6 +274,7 @@ pub fn run_columns() -> Vec<Column<RunRow>> {
         field!(RunRow, wall_s),
         field!(RunRow, device),
         field!(RunRow, hardware, optional),
+        field!(RunRow, stopped_at, optional),
         field!(RunRow, threads),
         field!(RunRow, replicas),
         field!(RunRow, evoattn_version),
@@ -306,6 +307,8 @@ pub fn generation_columns() -> Vec<Column<GenerationRow>> {
         field!(GenerationRow, operator),
         field!(GenerationRow, fitness),
         field!(GenerationRow, n_seeds),
+        field!(GenerationRow, hurdle_fitness, optional),
+        field!(GenerationRow, stopped, optional),
     ]
 }
 
@@ -432,6 +435,7 @@ pub(crate) fn blank_run() -> RunRow {
         wall_s: f64::NAN,
         device: String::new(),
         hardware: String::new(),
+        stopped_at: None,
         threads: 0,
         replicas: 0,
         evoattn_version: String::new(),
@@ -484,6 +488,8 @@ pub fn generations_from_frame(df: &DataFrame) -> Result<Vec<GenerationRow>> {
         operator: Operator::Initial,
         fitness: f64::INFINITY,
         n_seeds: 0,
+        hurdle_fitness: None,
+        stopped: false,
     };
     from_frame(df, &generation_columns(), blank)
 }
