@@ -38,20 +38,6 @@ pub fn init_threads(threads: usize) {
         .build_global();
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn denormals_flush_to_zero_after_init() {
-        super::flush_denormals();
-        let tiny = std::hint::black_box(f32::MIN_POSITIVE);
-        let half = std::hint::black_box(tiny / 2.0);
-        #[cfg(target_arch = "x86_64")]
-        assert_eq!(half, 0.0);
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = half;
-    }
-}
-
 /// The CPU's model name (`model name` in `/proc/cpuinfo`), else the architecture.
 pub fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
@@ -81,4 +67,18 @@ pub fn gpu_name(ordinal: usize) -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| format!("cuda:{ordinal} (name unknown)"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn denormals_flush_to_zero_after_init() {
+        super::flush_denormals();
+        let tiny = std::hint::black_box(f32::MIN_POSITIVE);
+        let half = std::hint::black_box(tiny / 2.0);
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(half, 0.0);
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = half;
+    }
 }

@@ -285,7 +285,7 @@ fn save_weights_keeps_each_units_weights() {
         let buf = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         let st = safetensors::SafeTensors::deserialize(&buf).unwrap();
         let names = st.names();
-        assert!(names.iter().any(|n| *n == "tok_emb"), "{names:?}");
+        assert!(names.contains(&"tok_emb"), "{names:?}");
         // One replica: the embedding is [vocab, d_model], no replica axis.
         let emb = st.tensor("tok_emb").unwrap();
         assert_eq!(emb.shape().len(), 2);

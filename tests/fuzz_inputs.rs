@@ -275,6 +275,24 @@ impl Runner for NoTraining {
     fn finished(&self, gene: Gene, seed: u64) -> Option<&RunRow> {
         self.rows.get(&self.planner.unit(gene, seed).id)
     }
+    fn ensure_hurdle(&mut self, requests: &[(Gene, u64)], at: usize) -> anyhow::Result<bool> {
+        // The hurdle's score: the final one (ensure's), stored under the hurdle's unit id.
+        self.ensure(Stage::Hurdle, requests, true)?;
+        for &(g, s) in requests {
+            let id = self.planner.unit(g, s).id;
+            let mut row = self.rows[&id].clone();
+            row.unit_id = evoattn::study::plan::hurdle_unit_id(&id, at);
+            row.stopped_at = Some(at as u64);
+            self.rows.entry(row.unit_id.clone()).or_insert(row);
+        }
+        Ok(true)
+    }
+    fn finished_hurdle(&self, gene: Gene, seed: u64, at: usize) -> Option<&RunRow> {
+        self.rows.get(&evoattn::study::plan::hurdle_unit_id(
+            &self.planner.unit(gene, seed).id,
+            at,
+        ))
+    }
     fn planner(&self) -> &Planner {
         &self.planner
     }

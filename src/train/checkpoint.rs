@@ -139,6 +139,9 @@ pub struct State {
 /// A named f32 tensor: name, shape, values.
 pub type Named = (String, Vec<usize>, Vec<f32>);
 
+/// A checkpoint's tensors by name: shape and values.
+pub type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
 fn digest(tensors: &[(String, Vec<usize>, Vec<u8>)]) -> String {
     let mut h = Sha256::new();
     for (name, shape, bytes) in tensors {
@@ -208,7 +211,7 @@ pub fn save(path: &Path, state: &State, tensors: &[Named]) -> Result<u64> {
 /// Reads a checkpoint: `Ok(None)` when there is none, `Err` (with the reason) when the
 /// file is there but unusable: unreadable, truncated, not a checkpoint, or its checksum
 /// does not match.
-pub fn load(path: &Path) -> Result<Option<(State, HashMap<String, (Vec<usize>, Vec<f32>)>)>> {
+pub fn load(path: &Path) -> Result<Option<(State, Tensors)>> {
     let buf = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
