@@ -8,6 +8,7 @@
 
 pub mod exec;
 pub mod kinds;
+pub mod landscape;
 pub mod plan;
 pub mod spec;
 pub mod status;
