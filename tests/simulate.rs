@@ -87,3 +87,39 @@ fn simulate_runs_the_shipped_study_and_compares_strategies() {
         "{err}"
     );
 }
+
+#[test]
+fn hurdle_sd_is_read_off_curves() {
+    use evoattn::record::CurveRow;
+    use evoattn::search::simulate::Landscape;
+    // Rows shaped like a store's: a committed row, renamed.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let real = evoattn::study::store::runs_from_frame(
+        &evoattn::study::store::read_parquet(&root.join("reports/quickstart/runs.parquet"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut rows = Vec::new();
+    let mut curves = Vec::new();
+    for (i, d) in [10.0, 12.0, 14.0, 11.0].iter().enumerate() {
+        let mut r = real[0].clone();
+        r.unit_id = format!("u{i}");
+        r.config.steps = 100;
+        r.val_ppl = Some(100.0);
+        rows.push(r);
+        for (step, v) in [(25u64, 100.0 + d), (100, 100.0)] {
+            curves.push(CurveRow {
+                unit_id: format!("u{i}"),
+                step,
+                train_loss: 1.0,
+                val_ppl: Some(v),
+            });
+        }
+    }
+    let (sd, n) = Landscape::hurdle_sd_from_curves(&rows, &curves, 0.25).unwrap();
+    assert_eq!(n, 4);
+    // The sd (n − 1) of 10, 12, 14, 11.
+    assert!((sd - 1.707_825_127_659_933).abs() < 1e-12, "{sd}");
+    // No point near the hurdle: nothing to fit.
+    assert!(Landscape::hurdle_sd_from_curves(&rows, &curves, 0.6).is_none());
+}

@@ -995,32 +995,4 @@ mod hurdle_tests {
             b.regret.mean
         );
     }
-
-    #[test]
-    fn hurdle_sd_is_read_off_curves() {
-        use crate::record::CurveRow;
-        let mut rows = Vec::new();
-        let mut curves = Vec::new();
-        for (i, d) in [10.0, 12.0, 14.0, 11.0].iter().enumerate() {
-            let mut r = crate::study::store::schema::blank_run();
-            r.unit_id = format!("u{i}");
-            r.config.steps = 100;
-            r.val_ppl = Some(100.0);
-            rows.push(r);
-            for (step, v) in [(25u64, 100.0 + d), (100, 100.0)] {
-                curves.push(CurveRow {
-                    unit_id: format!("u{i}"),
-                    step,
-                    train_loss: 1.0,
-                    val_ppl: Some(v),
-                });
-            }
-        }
-        let (sd, n) = Landscape::hurdle_sd_from_curves(&rows, &curves, 0.25).unwrap();
-        assert_eq!(n, 4);
-        // sd of 10, 12, 14, 11 (n − 1).
-        assert!((sd - 1.707_825_127_659_933).abs() < 1e-12, "{sd}");
-        // No point near the hurdle: nothing to fit.
-        assert!(Landscape::hurdle_sd_from_curves(&rows, &curves, 0.6).is_none());
-    }
 }
