@@ -42,6 +42,10 @@ pub struct RunArgs {
     /// exit without training or writing anything.
     #[arg(long)]
     pub check: bool,
+    /// Do not write the report when the study is complete (the array tasks of `evoattn
+    /// slurm submit`: its final job writes the report once).
+    #[arg(long)]
+    pub no_report: bool,
 }
 
 /// The error of a run that finished what it could while some packs failed (exit code 3).
@@ -214,7 +218,9 @@ pub fn run(a: &RunArgs, threads_per_job: usize, jobs: usize) -> Result<()> {
         }
         .into());
     }
-    if driven.complete {
+    if driven.complete && a.no_report {
+        eprintln!("the study is complete; no report written (--no-report)");
+    } else if driven.complete {
         let out = evoattn::report::write_for_store(&exec.store.dir, &Default::default())?;
         eprintln!("report: {}", out.display());
     } else {
