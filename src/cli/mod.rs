@@ -7,6 +7,7 @@ pub mod genes;
 pub mod output;
 pub mod report;
 pub mod run;
+pub mod slurm;
 pub mod stats;
 pub mod train;
 
@@ -57,6 +58,9 @@ pub enum Cmd {
     Report(report::ReportArgs),
     /// Show each preset's settings and a gene's parameter counts under it.
     Presets(genes::PresetsArgs),
+    /// Run a study on a Slurm cluster: submit an array of tasks and a final job; status.
+    #[command(subcommand)]
+    Slurm(slurm::SlurmCmd),
 }
 
 /// Threads per run and concurrent runs: a study runs `jobs` runs at once with
@@ -113,6 +117,7 @@ pub fn dispatch(cli: &Cli) -> Result<()> {
         Cmd::Run(a) => run::run(a, threads, jobs),
         Cmd::Status(a) => run::status(a),
         Cmd::Report(a) => report::run(a),
+        Cmd::Slurm(c) => slurm::run(c),
     }
 }
 
