@@ -425,6 +425,35 @@ mod tests {
     }
 
     #[test]
+    fn a_gpu_task_asks_for_a_gpu_and_trains_on_cuda() {
+        let spec = TaskSpec {
+            name: "s".into(),
+            kind: "evolve".into(),
+            exe: "/bin/evoattn".into(),
+            study: "/s.toml".into(),
+            store: "/st".into(),
+            data: "/d".into(),
+            dir: "/st/s/slurm".into(),
+            tasks: 8,
+            resources: Resources {
+                gpus_per_task: Some(1),
+                cpus_per_task: Some(4),
+                ..Default::default()
+            },
+        };
+        let a = spec.array_script();
+        for want in [
+            "#SBATCH --gres=gpu:1\n",
+            "#SBATCH --cpus-per-task=4\n",
+            "#SBATCH --array=0-7\n",
+            "cmd=(/bin/evoattn --threads 4 run /s.toml --store /st --data /d --device cuda --quiet --no-report)\n",
+        ] {
+            assert!(a.contains(want), "no {want:?} in {a}");
+        }
+        assert!(spec.final_script().contains("--device cuda --quiet)\n"));
+    }
+
+    #[test]
     fn bad_resources_are_refused() {
         let bad = [
             Resources {
