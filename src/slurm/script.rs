@@ -339,7 +339,8 @@ impl TaskSpec {
         s += &format!(
             "#\n\
              # Stopping: {lead} s before the time limit Slurm sends USR1 to this shell\n\
-             # (--signal=B:USR1@{lead}). It is passed on to evoattn as one SIGTERM: evoattn checkpoints\n\
+             # (--signal=B:USR1@{lead}). The first USR1 is passed on to evoattn as one SIGTERM:\n\
+             # evoattn checkpoints\n\
              # the runs in flight, releases their claims and exits 75, and the job requeues itself\n\
              # (--requeue: same job id, this log goes on) to resume, at most {MAX_REQUEUES} times.\n\
              # scancel sends SIGTERM to every process of the job, evoattn included: the shell then\n\
@@ -358,17 +359,23 @@ echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) job ${{SLURM_JOB_ID:-?}}${{SLURM_ARRAY_T
 echo "== ${{cmd[*]}}"
 requeue=0
 child=
-trap 'requeue=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null' USR1
+# The first USR1 only: a second SIGTERM would make evoattn exit at once.
+trap '[ "$requeue" -eq 0 ] && [ -n "$child" ] && kill -TERM "$child" 2>/dev/null; requeue=1' USR1
 trap ':' TERM
-"${{cmd[@]}}" &
+# evoattn starts with USR1 ignored: only this shell acts on it.
+(trap '' USR1; exec "${{cmd[@]}}") &
 child=$!
 [ "$requeue" -eq 1 ] && kill -TERM "$child" 2>/dev/null
-# wait returns early when a trapped signal arrives: wait again until evoattn has exited.
+# wait returns early (with 128 + the signal) when a trapped signal arrives: wait again
+# until evoattn has exited, then once more for its own status (bash keeps it).
 while :; do
     wait "$child"
     rc=$?
     kill -0 "$child" 2>/dev/null || break
 done
+wait "$child" 2>/dev/null
+last=$?
+[ "$last" -ne 127 ] && rc=$last
 echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) evoattn exited with $rc"
 if [ "$requeue" -eq 1 ] && {{ [ "$rc" -eq 75 ] || [ "$rc" -eq 143 ]; }}; then
     if [ "${{SLURM_RESTART_COUNT:-0}}" -lt {MAX_REQUEUES} ]; then
