@@ -43,12 +43,16 @@ fn call(tool: &str, args: &[&str]) -> Result<String, String> {
         Err(e) => Err(format!("{tool}: {e}")),
         Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
         Ok(o) => {
+            // The last line says most (`fatal: …` after the lookups that led to it).
             let err = String::from_utf8_lossy(&o.stderr);
             let line = err
                 .lines()
+                .rev()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("")
                 .trim();
+            let prefix = format!("{tool}: ");
+            let line = line.strip_prefix(&prefix).unwrap_or(line);
             Err(format!(
                 "{tool}: {}",
                 if line.is_empty() { "failed" } else { line }
@@ -140,11 +144,15 @@ pub fn query(jobs: &[String], expected: &[String]) -> Report {
         return Report::default();
     }
     let list = jobs.join(",");
+    let mut queue_ok = true;
     match call("squeue", &["-h", "-r", "-j", &list, "-o", "%i|%T|%M|%R"]) {
         Ok(out) => found.extend(parse_squeue(&out).into_iter().map(|j| (j.id.clone(), j))),
         // Every id unknown to the queue: they have all left it.
         Err(e) if e.contains("Invalid job id") => {}
-        Err(e) => notes.push(e),
+        Err(e) => {
+            queue_ok = false;
+            notes.push(e);
+        }
     }
     let missing =
         |found: &BTreeMap<String, JobState>| expected.iter().any(|id| !found.contains_key(id));
@@ -190,7 +198,11 @@ pub fn query(jobs: &[String], expected: &[String]) -> Report {
             state: "UNKNOWN".into(),
             exit_code: None,
             elapsed: None,
-            detail: Some("no longer known to squeue, sacct or scontrol (finished)".into()),
+            detail: Some(if queue_ok {
+                "not in the queue any more (ended); sacct and scontrol have no record".into()
+            } else {
+                "squeue failed: state unknown".into()
+            }),
             source: "none".into(),
         });
     }
