@@ -9,6 +9,7 @@ pub mod report;
 pub mod run;
 pub mod slurm;
 pub mod stats;
+pub mod status;
 pub mod train;
 
 use anyhow::{bail, Context, Result};
@@ -53,7 +54,7 @@ pub enum Cmd {
     /// Run a study file: plan, train what is missing, store, summarise. Resumable.
     Run(run::RunArgs),
     /// Show a study's units: done, claimed by a running process, pending.
-    Status(run::StatusArgs),
+    Status(status::StatusArgs),
     /// Write a study's significance report (Markdown) and tests.parquet from its store.
     Report(report::ReportArgs),
     /// Show each preset's settings and a gene's parameter counts under it.
@@ -115,7 +116,7 @@ pub fn dispatch(cli: &Cli) -> Result<()> {
         Cmd::Presets(a) => genes::presets(a),
         Cmd::Stats(c) => stats::run(c),
         Cmd::Run(a) => run::run(a, threads, jobs),
-        Cmd::Status(a) => run::status(a),
+        Cmd::Status(a) => status::status(a),
         Cmd::Report(a) => report::run(a),
         Cmd::Slurm(c) => slurm::run(c),
     }

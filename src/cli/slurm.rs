@@ -2,7 +2,8 @@
 //! is in `evoattn::slurm`).
 
 use super::output::{self, Plain};
-use super::run::{load_study, StatusArgs};
+use super::run::load_study;
+use super::status::StatusArgs;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use evoattn::slurm::{self, jobs, query, Resources, SubmitRequest};
@@ -246,7 +247,7 @@ fn status(a: &SlurmStatusArgs) -> Result<()> {
     )?;
     if started {
         // The store's units, exactly as `evoattn status` shows them.
-        super::run::status(&StatusArgs {
+        super::status::status(&StatusArgs {
             study: a.study.clone(),
             store: a.store.clone(),
             data: a.data.clone(),
