@@ -2,7 +2,7 @@
 //! on a real one-node Slurm (`.ci/slurm.sh start`, then `EVOATTN_SLURM_TESTS=1`), a
 //! replicate study over a 4-task array, an evolve study over an 8-task array on one slot,
 //! and a cancelled submission resubmitted, each against a single-process run of the same
-//! study. Tiny synthetic data and the smoke preset: the cluster tests take about a minute.
+//! study. Tiny synthetic data and the smoke preset: the whole file takes about 25 s on 2 cores.
 //! Without `EVOATTN_SLURM_TESTS=1` they are skipped with a notice on stderr.
 
 use evoattn::record::RunRow;
