@@ -17,6 +17,8 @@
 //! - [`study`]: study files ([`study::spec`]), one module per kind ([`study::kinds`]),
 //!   units and packs ([`study::plan`]), training them ([`study::exec`]), the resumable
 //!   Parquet store ([`study::store`]).
+//! - [`slurm`]: a study on a Slurm cluster (batch scripts, `sbatch`, job states); above
+//!   [`study`], which it only calls.
 //! - [`stats`] (the `evoattn-stats` crate) → [`report`]: analysis, Markdown, charts,
 //!   `tests.parquet`.
 //!
@@ -32,6 +34,7 @@ pub mod model;
 pub mod record;
 pub mod report;
 pub mod search;
+pub mod slurm;
 pub mod study;
 pub mod train;
 pub mod version;

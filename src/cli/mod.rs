@@ -8,7 +8,9 @@ pub mod output;
 pub mod report;
 pub mod run;
 pub mod simulate;
+pub mod slurm;
 pub mod stats;
+pub mod status;
 pub mod train;
 
 use anyhow::{bail, Context, Result};
@@ -53,13 +55,16 @@ pub enum Cmd {
     /// Run a study file: plan, train what is missing, store, summarise. Resumable.
     Run(run::RunArgs),
     /// Show a study's units: done, claimed by a running process, pending.
-    Status(run::StatusArgs),
+    Status(status::StatusArgs),
     /// Write a study's significance report (Markdown) and tests.parquet from its store.
     Report(report::ReportArgs),
     /// Show each preset's settings and a gene's parameter counts under it.
     Presets(genes::PresetsArgs),
     /// Simulate a study's search on a fitness landscape: how often it picks the true best.
     Simulate(simulate::SimulateArgs),
+    /// Run a study on a Slurm cluster: submit an array of tasks and a final job; status.
+    #[command(subcommand)]
+    Slurm(slurm::SlurmCmd),
 }
 
 /// Threads per run and concurrent runs: a study runs `jobs` runs at once with
@@ -114,9 +119,10 @@ pub fn dispatch(cli: &Cli) -> Result<()> {
         Cmd::Presets(a) => genes::presets(a),
         Cmd::Stats(c) => stats::run(c),
         Cmd::Run(a) => run::run(a, threads, jobs),
-        Cmd::Status(a) => run::status(a),
+        Cmd::Status(a) => status::status(a),
         Cmd::Report(a) => report::run(a),
         Cmd::Simulate(a) => simulate::run(a),
+        Cmd::Slurm(c) => slurm::run(c),
     }
 }
 
