@@ -150,6 +150,38 @@ fn hurdles_stop_the_worse_half_and_resume_the_rest_exactly() {
     // A rerun trains nothing.
     let err = run(&study, &store, &data);
     assert!(err.contains("0 unit(s) trained now"), "{err}");
+
+    // A stopped gene's hurdle pack whose rows are lost finds its checkpoint at the hurdle:
+    // the rerun evaluates it there again (no training) and gives the same hurdle row.
+    let stopped_row = hurdle
+        .iter()
+        .find(|r| stopped_genes.contains(&r.gene) && !finished.contains(&r.gene))
+        .copied()
+        .cloned()
+        .expect("a stopped gene");
+    for ext in ["runs.parquet", "curves.parquet"] {
+        std::fs::remove_file(
+            store
+                .join("h/packs")
+                .join(format!("{}.{ext}", stopped_row.pack_id)),
+        )
+        .unwrap();
+    }
+    let err = run(&study, &store, &data);
+    assert!(
+        err.contains("resumed from its checkpoint at step 20 of 20"),
+        "{err}"
+    );
+    let again = rows(&store, "h")
+        .into_iter()
+        .find(|r| r.unit_id == stopped_row.unit_id)
+        .unwrap();
+    assert_eq!(again.stopped_at, Some(20));
+    assert_eq!(
+        again.val_ppl.unwrap().to_bits(),
+        stopped_row.val_ppl.unwrap().to_bits()
+    );
+    assert_eq!(again.train_loss.to_bits(), stopped_row.train_loss.to_bits());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -160,11 +192,12 @@ fn bad_hurdles_are_refused() {
     for (h, want) in [
         ("{ at = 1.5, keep = 0.5 }", "hurdle at"),
         ("{ at = 0.5, keep = 0 }", "keep"),
+        ("{ at = 0.5, keep = 0.2 }", "would become an elite"),
     ] {
         let p = dir.join("b.toml");
         std::fs::write(
             &p,
-            format!("name = \"b\"\nkind = \"evolve\"\npreset = \"smoke\"\n[evolve]\npopulation = 4\nelites = 1\ngenerations = 2\nhurdle = {h}\n{SETTINGS}"),
+            format!("name = \"b\"\nkind = \"evolve\"\npreset = \"smoke\"\n[evolve]\npopulation = 4\nelites = 2\ngenerations = 2\nhurdle = {h}\n{SETTINGS}"),
         )
         .unwrap();
         let out = output_within(

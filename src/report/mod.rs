@@ -352,7 +352,7 @@ pub fn write_full(
             list.join("; ")
         );
     }
-    if let Some(h) = hurdle::markdown(&gens, rows) {
+    if let Some(h) = hurdle::markdown(rows) {
         let at = md.find("\n## Caveats").unwrap_or(md.len());
         md.insert_str(at, &h);
     }

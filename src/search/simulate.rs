@@ -72,22 +72,50 @@ impl Landscape {
         }
     }
 
-    /// The hurdle sd from learning curves: per unit, its validation ppl at the curve point
-    /// nearest to `at` × steps (within 10 % of the steps) minus its final validation ppl;
-    /// the sd (n − 1) of those differences. `None` with fewer than 3 such units (stores
-    /// that validate only at the end). Returns the sd and the units used.
+    /// The hurdle sd: per unit, its validation ppl at the hurdle minus its final one; the
+    /// sd (n − 1) of those differences. From a GA with hurdles, the pairs of a `hurdle` row
+    /// and its full unit's row; otherwise from learning curves, the point nearest to `at` ×
+    /// steps (within 10 % of the steps). `None` with fewer than 3 such units (stores that
+    /// validate only at the end). Returns the sd and the units used.
     pub fn hurdle_sd_from_curves(
         rows: &[RunRow],
         curves: &[crate::record::CurveRow],
         at: f64,
     ) -> Option<(f64, usize)> {
+        use crate::record::Stage;
+        let finals: HashMap<&str, f64> = rows
+            .iter()
+            .filter(|r| r.stage != Stage::Hurdle)
+            .filter_map(|r| Some((r.unit_id.as_str(), r.val_ppl?)))
+            .collect();
+        let paired: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.stage == Stage::Hurdle)
+            .filter_map(|r| {
+                let step = r.stopped_at?;
+                let full = r.unit_id.strip_suffix(&format!("-h{step}"))?;
+                Some(r.val_ppl? - finals.get(full)?)
+            })
+            .collect();
+        let sd = |d: &[f64]| -> Option<(f64, usize)> {
+            if d.len() < 3 {
+                return None;
+            }
+            let m = d.iter().sum::<f64>() / d.len() as f64;
+            let var = d.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (d.len() - 1) as f64;
+            Some((var.sqrt(), d.len()))
+        };
+        if let Some(x) = sd(&paired) {
+            return Some(x);
+        }
+        let rows: Vec<&RunRow> = rows.iter().filter(|r| r.stage != Stage::Hurdle).collect();
         let mut by_unit: HashMap<&str, Vec<&crate::record::CurveRow>> = HashMap::new();
         for c in curves {
             by_unit.entry(c.unit_id.as_str()).or_default().push(c);
         }
         let d: Vec<f64> = rows
             .iter()
-            .filter_map(|r| {
+            .filter_map(|&r| {
                 let fin = r.val_ppl?;
                 let steps = r.config.steps as f64;
                 let target = at * steps;
@@ -101,12 +129,7 @@ impl Landscape {
                     .then(|| p.val_ppl.unwrap() - fin)
             })
             .collect();
-        if d.len() < 3 {
-            return None;
-        }
-        let m = d.iter().sum::<f64>() / d.len() as f64;
-        let var = d.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (d.len() - 1) as f64;
-        Some((var.sqrt(), d.len()))
+        sd(&d)
     }
 
     /// Sets the effect of `value` of component `c` (an error names a value outside it).
@@ -151,7 +174,11 @@ impl Landscape {
     /// interaction_sd is √(residual sum of squares / residual df). Diverged runs are left
     /// out. Errors with fewer runs than parameters.
     pub fn fit(rows: &[RunRow]) -> Result<Landscape> {
-        let rows: Vec<&RunRow> = rows.iter().filter(|r| r.val_ppl.is_some()).collect();
+        // Hurdle rows are partial runs (a GA's hurdle), not final scores.
+        let rows: Vec<&RunRow> = rows
+            .iter()
+            .filter(|r| r.val_ppl.is_some() && r.stage != crate::record::Stage::Hurdle)
+            .collect();
         let y: Vec<f64> = rows.iter().filter_map(|r| r.val_ppl).collect();
         let n = y.len();
         let blocks: Vec<String> = rows

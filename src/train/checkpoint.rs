@@ -77,6 +77,9 @@ pub struct Checkpointing {
     pub key: String,
     /// When to write.
     pub every: Every,
+    /// The hardware this run trains on (recorded in the checkpoint; a resume on other
+    /// hardware is reported).
+    pub hardware: String,
 }
 
 /// One curve point as stored (NaN and None both as null).
@@ -134,6 +137,9 @@ pub struct State {
     pub last_point: usize,
     /// Training seconds so far (for tokens/s only).
     pub train_time: f64,
+    /// The hardware it was written on (empty when unknown).
+    #[serde(default)]
+    pub hardware: String,
 }
 
 /// A named f32 tensor: name, shape, values.
@@ -142,8 +148,11 @@ pub type Named = (String, Vec<usize>, Vec<f32>);
 /// A checkpoint's tensors by name: shape and values.
 pub type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
-fn digest(tensors: &[(String, Vec<usize>, Vec<u8>)]) -> String {
+/// SHA-256 over the state's JSON and every tensor's name, shape and bytes.
+fn digest(state: &str, tensors: &[(String, Vec<usize>, Vec<u8>)]) -> String {
     let mut h = Sha256::new();
+    h.update((state.len() as u64).to_le_bytes());
+    h.update(state.as_bytes());
     for (name, shape, bytes) in tensors {
         h.update((name.len() as u64).to_le_bytes());
         h.update(name.as_bytes());
@@ -178,8 +187,9 @@ pub fn save(path: &Path, state: &State, tensors: &[Named]) -> Result<u64> {
     bytes.sort_by(|a, b| a.0.cmp(&b.0));
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), FORMAT.to_string());
-    meta.insert("state".to_string(), serde_json::to_string(state)?);
-    meta.insert("sha256".to_string(), digest(&bytes));
+    let state_json = serde_json::to_string(state)?;
+    meta.insert("sha256".to_string(), digest(&state_json, &bytes));
+    meta.insert("state".to_string(), state_json);
     let views: Vec<(String, TensorView<'_>)> = bytes
         .iter()
         .map(|(n, s, b)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b)?)))
@@ -231,11 +241,9 @@ pub fn load(path: &Path) -> Result<Option<(State, Tensors)>> {
             meta.get("format").map(String::as_str).unwrap_or("none")
         );
     }
-    let state: State = serde_json::from_str(
-        meta.get("state")
-            .ok_or_else(|| anyhow!("no state in its metadata"))?,
-    )
-    .map_err(|e| anyhow!("its state does not parse: {e}"))?;
+    let state_json = meta
+        .get("state")
+        .ok_or_else(|| anyhow!("no state in its metadata"))?;
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st
         .tensors()
         .into_iter()
@@ -247,10 +255,12 @@ pub fn load(path: &Path) -> Result<Option<(State, Tensors)>> {
     let want = meta
         .get("sha256")
         .ok_or_else(|| anyhow!("no checksum in its metadata"))?;
-    let got = digest(&tensors);
+    let got = digest(state_json, &tensors);
     if &got != want {
         bail!("checksum mismatch (stored {want}, computed {got}): the file is corrupt");
     }
+    let state: State =
+        serde_json::from_str(state_json).map_err(|e| anyhow!("its state does not parse: {e}"))?;
     let mut out = HashMap::new();
     for (n, s, b) in tensors {
         if b.len() % 4 != 0 {
@@ -298,6 +308,7 @@ pub fn save_weights(path: &Path, gene: &str, seed: u64, tensors: &[Named]) -> Re
         curves: vec![],
         last_point: 0,
         train_time: 0.0,
+        hardware: String::new(),
     };
     save(path, &state, tensors)
 }
@@ -326,6 +337,7 @@ mod tests {
             ],
             last_point: 5,
             train_time: 1.0,
+            hardware: "test cpu".into(),
         };
         let t = vec![
             (

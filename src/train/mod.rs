@@ -83,6 +83,8 @@ pub struct RunOutput {
     pub weights: Vec<Vec<checkpoint::Named>>,
     /// The step it stopped at ([`RunOptions::stop_at`]); then `steps` is that step.
     pub stopped_at: Option<usize>,
+    /// The hardware its checkpoint was written on, when it resumed on other hardware.
+    pub resumed_hardware: Option<String>,
 }
 
 /// What a progress callback is told after each step.
@@ -343,9 +345,17 @@ pub fn train(
     let mut first = 0usize;
     let mut resumed_from = None;
     let ck = opts.checkpoint.take();
+    // A hurdle run that finds a checkpoint past its hurdle (the full run's) trains from
+    // scratch to the hurdle and leaves that checkpoint alone.
+    let mut keep_later_checkpoint = false;
+    let mut resumed_hardware: Option<String> = None;
     if let Some(ck) = &ck {
         match checkpoint::load(&ck.path).and_then(|found| match found {
             None => Ok(None),
+            Some((state, _)) if opts.stop_at.is_some_and(|h| state.step > h) => {
+                keep_later_checkpoint = true;
+                Ok(None)
+            }
             Some((state, tensors)) => {
                 check_state(&state, &tensors, ck, gene, seeds, &model, steps)?;
                 Ok(Some((state, tensors)))
@@ -355,7 +365,14 @@ pub fn train(
             Ok(Some((state, tensors))) => {
                 restore(&model, &mut opt, &state, &tensors, device)?;
                 for (st, p) in streams.iter_mut().zip(&state.streams) {
-                    st.set_position(p.parse::<u128>().map_err(|e| anyhow::anyhow!("{e}"))?);
+                    st.set_position(p.parse::<u128>().expect("checked by check_state"));
+                }
+                if !state.hardware.is_empty() && state.hardware != ck.hardware {
+                    eprintln!(
+                        "warning: run {gene} seeds {seeds:?} resumes on {} a checkpoint written on {}: CPU results can depend on the CPU model, so this run may differ from one trained on a single machine (its hardware is recorded as both)",
+                        ck.hardware, state.hardware
+                    );
+                    resumed_hardware = Some(state.hardware.clone());
                 }
                 live = state.live.clone();
                 diverged_at = state.diverged_at.clone();
@@ -419,13 +436,21 @@ pub fn train(
                 .collect(),
             last_point,
             train_time,
+            hardware: ck.hardware.clone(),
         };
         let tensors = snapshot(model, opt, losses)?;
         checkpoint::save(&ck.path, &state, &tensors)?;
         Ok(t0.elapsed().as_secs_f64())
     };
 
-    for step in first..steps {
+    // A hurdle run resumed exactly at its hurdle has nothing left to train.
+    let end = if opts.stop_at == Some(first) && first > 0 {
+        stopped_at = Some(first);
+        first
+    } else {
+        steps
+    };
+    for step in first..end {
         let t0 = Instant::now();
         if let Some((pr, ps)) = opts.poison {
             if ps == step && pr < r {
@@ -500,7 +525,7 @@ pub fn train(
             break;
         }
         if done < steps && opts.stop_at == Some(done) {
-            if let Some(ck) = &ck {
+            if let Some(ck) = ck.as_ref().filter(|_| !keep_later_checkpoint) {
                 save_now(
                     &model,
                     &opt,
@@ -515,36 +540,13 @@ pub fn train(
                     ck,
                 )?;
             }
-            let ppl = if opts.skip_eval || at_eval {
-                None
-            } else {
-                Some(evaluate(&model, valid, EVAL_BATCH)?)
-            };
-            for i in 0..r {
-                if at_eval {
-                    continue; // this step's point is already on the curve
-                }
-                let window = &losses[i][last_point.min(losses[i].len())..];
-                let tl = if window.is_empty() {
-                    f64::NAN
-                } else {
-                    window.iter().map(|&v| v as f64).sum::<f64>() / window.len() as f64
-                };
-                if let Some(p) = &ppl {
-                    curves[i].push(CurvePoint {
-                        step: done,
-                        train_loss: tl,
-                        val_ppl: live[i].then_some(p[i]),
-                    });
-                }
-            }
             stopped_at = Some(done);
             break;
         }
         if done < steps {
             if crate::interrupt::requested() {
                 if let Some(ck) = &ck {
-                    save_now(
+                    if let Err(e) = save_now(
                         &model,
                         &opt,
                         &streams,
@@ -556,7 +558,9 @@ pub fn train(
                         train_time,
                         done,
                         ck,
-                    )?;
+                    ) {
+                        eprintln!("warning: run {gene} seeds {seeds:?}: no checkpoint at step {done}: {e:#}; it resumes from its last one");
+                    }
                 }
                 return Err(crate::interrupt::Interrupted { step: done }.into());
             }
@@ -569,27 +573,44 @@ pub fn train(
                     }
                 };
                 if due {
-                    last_write = save_now(
-                        &model,
-                        &opt,
-                        &streams,
-                        &live,
-                        &diverged_at,
-                        &losses,
-                        &curves,
-                        last_point,
-                        train_time,
-                        done,
-                        ck,
-                    )?;
-                    ck_time += last_write;
-                    written += 1;
+                    // A checkpoint that cannot be written costs resumability, not the run.
+                    match save_now(&model, &opt, &streams, &live, &diverged_at, &losses, &curves, last_point, train_time, done, ck) {
+                        Ok(t) => {
+                            last_write = t;
+                            ck_time += t;
+                            written += 1;
+                        }
+                        Err(e) => eprintln!(
+                            "warning: run {gene} seeds {seeds:?}: checkpoint at step {done} not written: {e:#}"
+                        ),
+                    }
                     last_ck_train = train_time;
                 }
             }
         }
     }
 
+    if let Some(h) = stopped_at {
+        // The hurdle's validation, unless this step's point is already on the curve; it is
+        // not in the checkpoint, so the full run's curve is a never-stopped run's.
+        let on_curve = curves.iter().any(|c| c.last().is_some_and(|p| p.step == h));
+        if !opts.skip_eval && !on_curve {
+            let ppl = evaluate(&model, valid, EVAL_BATCH)?;
+            for i in 0..r {
+                let window = &losses[i][last_point.min(losses[i].len())..];
+                let tl = if window.is_empty() {
+                    f64::NAN
+                } else {
+                    window.iter().map(|&v| v as f64).sum::<f64>() / window.len() as f64
+                };
+                curves[i].push(CurvePoint {
+                    step: h,
+                    train_loss: tl,
+                    val_ppl: live[i].then_some(ppl[i]),
+                });
+            }
+        }
+    }
     let test =
         if stopped_at.is_none() && opts.eval_test && !opts.skip_eval && live.iter().any(|&l| l) {
             Some(evaluate(&model, eval_slice(&corpus.test, cfg), EVAL_BATCH)?)
@@ -641,6 +662,7 @@ pub fn train(
         seeds: results,
         stopped_at,
         resumed_from,
+        resumed_hardware,
         checkpoints_written: written,
         checkpoint_s: ck_time,
         weights,
@@ -739,6 +761,10 @@ fn check_state(
             tensors.contains_key(&format!("losses/{i}")),
             "tensor losses/{i} is missing"
         );
+    }
+    for p in &state.streams {
+        p.parse::<u128>()
+            .map_err(|e| anyhow::anyhow!("batch-stream position `{p}` does not parse: {e}"))?;
     }
     Ok(())
 }

@@ -85,6 +85,19 @@ pub(crate) fn validate(raw: &RawStudy, ctx: &Ctx<'_>) -> Result<Evolve, SpecErro
                         format!("hurdle keep = {} is out of range: keep is the fraction of genes that go on, in (0, 1], e.g. keep = 0.5", h.keep),
                     );
                 }
+                if h.kept(e.population) < e.elites {
+                    return bad(
+                        "hurdle",
+                        format!(
+                            "hurdle keep = {} lets only {} of the first population's {} genes go on, fewer than elites = {}: a stopped gene would become an elite; raise keep to at least {}",
+                            h.keep,
+                            h.kept(e.population),
+                            e.population,
+                            e.elites,
+                            e.elites as f64 / e.population as f64
+                        ),
+                    );
+                }
                 if ctx.config.steps < 2 {
                     return bad("hurdle", "a hurdle needs at least 2 training steps".into());
                 }

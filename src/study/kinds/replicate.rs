@@ -240,6 +240,11 @@ fn read_other(root: &Path, other: &str, at: &str, key: &str) -> Result<Vec<RunRo
                 path.display()
             )
         })?;
+    // Hurdle rows are partial runs (a GA's hurdle), never results to rank genes by.
+    let rows: Vec<RunRow> = rows
+        .into_iter()
+        .filter(|r| r.stage != Stage::Hurdle)
+        .collect();
     if rows.is_empty() {
         bail!(
             "{at}: study `{other}` has no finished runs in {}",
@@ -348,7 +353,7 @@ impl Replication {
                 if !out.complete {
                     return Ok(());
                 }
-                let Some(search) = out.stages.first() else {
+                let Some(search) = out.stages.iter().find(|s| s.stage == Stage::Search) else {
                     bail!(
                         "a replication of this study's own top genes needs its search stage first"
                     );
