@@ -12,8 +12,7 @@ use common::{assert_clean_exit, output_within, tiny_data};
 
 #[test]
 fn the_sweep_covers_the_space_relative_to_the_baseline() {
-    let dir = std::env::temp_dir().join(format!("evoattn-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir("bench", "sweep");
     let data = tiny_data(&dir, 6000);
     let out = output_within(
         Command::new(env!("CARGO_BIN_EXE_evoattn"))

@@ -22,16 +22,7 @@ fn bin() -> &'static str {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "evoattn-ckpt-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::temp_dir("ckpt", name)
 }
 
 /// Two packs (the baseline and one gene, seeds 1 and 2 as replicas of one run), with a

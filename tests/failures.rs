@@ -21,16 +21,7 @@ fn bin() -> &'static str {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "evoattn-fail-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::temp_dir("fail", name)
 }
 
 fn write_study(dir: &Path, name: &str, text: &str) -> PathBuf {

@@ -13,16 +13,7 @@ mod common;
 use common::{assert_clean_exit, output_within, tiny_data};
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "evoattn-hurdle-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::temp_dir("hurdle", name)
 }
 
 const SETTINGS: &str =

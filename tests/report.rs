@@ -527,3 +527,33 @@ fn a_report_of_a_store_with_failed_packs_says_so_first_and_out_needs_its_folder(
     assert!(!d.join("no").exists());
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn seed_pairs_on_different_hardware_are_flagged() {
+    let md_of = |rows: &[RunRow]| {
+        let a = report::analyse(rows, report::Options::default());
+        report::markdown(
+            &a,
+            rows,
+            &report::Provenance::default(),
+            &Default::default(),
+        )
+    };
+    let mut rows = pair_store(-2.0, 0.5, 6, 11);
+    assert!(!md_of(&rows).contains("Mixed hardware"));
+    // Two of the gene's runs on another CPU, one pair with no hardware recorded.
+    for r in rows.iter_mut().filter(|r| r.gene != Gene::BASELINE) {
+        match r.seed {
+            1 | 2 => r.hardware = "other cpu".into(),
+            3 => r.hardware = String::new(),
+            _ => {}
+        }
+    }
+    let md = md_of(&rows);
+    assert!(
+        md.contains(
+            "2 of its 6 seed pairs ran on different hardware (1 with hardware not recorded)"
+        ),
+        "{md}"
+    );
+}

@@ -24,16 +24,7 @@ fn bin() -> &'static str {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "evoattn-slurm-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::temp_dir("slurm", name)
 }
 
 fn write(path: &Path, text: &str) -> PathBuf {

@@ -19,16 +19,7 @@ fn data_available() -> bool {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "evoattn-study-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::temp_dir("study", name)
 }
 
 fn write_study(dir: &Path, name: &str, text: &str) -> PathBuf {

@@ -95,7 +95,12 @@ pub struct Comparison {
     /// Seed pairs whose two runs recorded different hardware (CPU models or GPUs): CPU
     /// results can depend on the CPU model (README, "Reproducibility"), so such a pair's
     /// difference mixes the genes' effect with the hardware's.
+    /// Counted over the finished pairs the tests use (`n`).
     pub mixed_hardware_pairs: usize,
+    /// Of those pairs, the ones where either run has no recorded hardware.
+    pub unrecorded_hardware_pairs: usize,
+    /// Unpaired comparisons: whether the two arms' recorded hardware differs.
+    pub mixed_hardware_arms: bool,
     /// Mean difference of validation ppl.
     pub diff: f64,
     /// `paired t` or `welch`.
@@ -513,15 +518,34 @@ fn compare_one(rs: &[&RunRow], base: &[&RunRow], opts: &Options) -> Comparison {
         .filter_map(|a| Some((a, base_of(a.seed)?)))
         .collect();
     let paired = shared.len() >= 2;
-    let mixed_hardware_pairs = if paired {
-        shared
-            .iter()
-            .filter(|(a, b)| {
-                !a.hardware.is_empty() && !b.hardware.is_empty() && a.hardware != b.hardware
-            })
-            .count()
+    // Hardware of the finished pairs the tests use (unpaired: of the two arms).
+    let used: Vec<(&&RunRow, &&RunRow)> = shared
+        .iter()
+        .filter(|(a, b)| a.val_ppl.is_some() && b.val_ppl.is_some())
+        .copied()
+        .collect();
+    let recorded = |r: &RunRow| !r.hardware.is_empty();
+    let (mixed_hardware_pairs, unrecorded_hardware_pairs) = if paired {
+        (
+            used.iter()
+                .filter(|(a, b)| recorded(a) && recorded(b) && a.hardware != b.hardware)
+                .count(),
+            used.iter()
+                .filter(|(a, b)| !recorded(a) || !recorded(b))
+                .count(),
+        )
     } else {
-        0
+        (0, 0)
+    };
+    let mixed_hardware_arms = !paired && {
+        let arm = |v: &[&RunRow]| -> std::collections::BTreeSet<String> {
+            v.iter()
+                .filter(|r| r.val_ppl.is_some() && recorded(r))
+                .map(|r| r.hardware.clone())
+                .collect()
+        };
+        let (x, y) = (arm(rs), arm(base));
+        !x.is_empty() && !y.is_empty() && x != y
     };
     let (rs, base): (Vec<&RunRow>, Vec<&RunRow>) = if paired {
         shared.iter().map(|(a, b)| (**a, **b)).unzip()
@@ -671,6 +695,8 @@ fn compare_one(rs: &[&RunRow], base: &[&RunRow], opts: &Options) -> Comparison {
         n_baseline: y.len(),
         paired,
         mixed_hardware_pairs,
+        unrecorded_hardware_pairs,
+        mixed_hardware_arms,
         diff: tests.diff,
         test,
         adjusted: tests.pvalues(),

@@ -48,7 +48,7 @@ pub fn markdown(rows: &[RunRow]) -> Option<String> {
     let _ = writeln!(s, "\n## Hurdle\n");
     let _ = writeln!(
         s,
-        "Each generation's new genes (not its elites) trained to step {at} of {steps} first; only the best of them by validation ppl there went on to the full budget, the others were stopped (fitness +∞, never elites; their partial runs are the `hurdle` rows of `runs.parquet`, their curves end at step {at}). Over the study, counted per run (gene × seed): {} runs trained to the hurdle, {went_on} went on, {stopped} were stopped.",
+        "Each generation's new genes (not its elites) trained to step {at} of {steps} first; the best fraction `keep` of them (rounded up), ranked by their mean validation ppl over their seeds there, went on to the full budget, the others were stopped (fitness +∞, never elites; their partial runs are the `hurdle` rows of `runs.parquet`, their curves end at step {at}). Over the study, counted per run (gene × seed): {} runs trained to the hurdle, {went_on} went on, {stopped} were stopped.",
         pairs.len()
     );
     if steps > 0 {
@@ -56,7 +56,7 @@ pub fn markdown(rows: &[RunRow]) -> Option<String> {
         let saved = stopped as f64 * (steps - at) as f64;
         let _ = writeln!(
             s,
-            "\nTraining saved: {stopped} × {} steps = {:.0} of the {:.0} steps these runs would have taken in full ({:.0} %).",
+            "\nTraining saved: {stopped} × {} steps = {:.0} of the {:.0} steps these hurdled runs would have taken in full ({:.0} %; of the hurdled runs' steps, not of the whole study, whose elites and other stages are not counted).",
             steps - at,
             saved,
             all,
@@ -74,8 +74,8 @@ pub fn markdown(rows: &[RunRow]) -> Option<String> {
     if c.n >= 3 && c.r.is_finite() {
         let _ = writeln!(
             s,
-            "\nAgreement of the hurdle's ranking with the final one, over the {} runs that went on: Spearman ρ = {:.3} (two-sided p = {:.3}). Only runs that passed are in it, so it is the agreement within the better part of each generation, which is where it matters; it says nothing directly about the stopped ones.",
-            c.n, c.r, c.pvalue
+            "\nRank agreement of the hurdle's validation ppl with the final one, over the {} runs that went on, pooled over generations: Spearman ρ = {:.3}. Descriptive only: it is restricted to runs that passed (which pulls ρ towards 0), runs of one gene are not independent, and it says nothing about whether a stopped gene would have beaten a kept one.",
+            c.n, c.r
         );
     } else {
         let _ = writeln!(

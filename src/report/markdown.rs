@@ -506,12 +506,20 @@ pub fn markdown(a: &Analysis, rows: &[RunRow], prov: &Provenance, plots: &PlotFi
             .collect::<Vec<_>>()
             .join("; ")
     );
-    for c in a.comparisons.iter().filter(|c| c.mixed_hardware_pairs > 0) {
-        let _ = writeln!(
-            s,
-            "- **Mixed hardware:** `{}` vs the baseline: {} of its {} seed pairs ran on different hardware, so those differences mix the genes' effect with the hardware's (CPU results depend on the CPU model: README, \"Reproducibility\")",
-            c.gene, c.mixed_hardware_pairs, c.n
-        );
+    for c in &a.comparisons {
+        if c.mixed_hardware_pairs > 0 {
+            let _ = writeln!(
+                s,
+                "- **Mixed hardware:** `{}` vs the baseline: {} of its {} seed pairs ran on different hardware ({} with hardware not recorded); CPU results can depend on the CPU model, so those differences include any hardware effect, which the tests do not adjust for (README, \"What is bit-identical where\")",
+                c.gene, c.mixed_hardware_pairs, c.n, c.unrecorded_hardware_pairs
+            );
+        } else if c.mixed_hardware_arms {
+            let _ = writeln!(
+                s,
+                "- **Mixed hardware:** `{}` and the baseline (unpaired) ran on different sets of hardware; CPU results can depend on the CPU model, so their difference includes any hardware effect, which the tests do not adjust for",
+                c.gene
+            );
+        }
     }
     let _ = writeln!(
         s,

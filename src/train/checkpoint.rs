@@ -5,10 +5,11 @@
 //! each `[R, …]` with the replica axis first, f32), the per-step training losses of each
 //! replica (`losses/I`), and in the safetensors metadata the step, AdamW's step count,
 //! each replica's batch-stream position (the ChaCha word position), which replicas are
-//! live, where they diverged, the curve so far and a SHA-256 over every tensor's name,
-//! shape and bytes. A resumed run is bit-identical to an uninterrupted one because nothing
-//! else carries state between steps (there is no dropout; the learning rate is a function
-//! of the step; evaluation is stateless).
+//! live, where they diverged, the curve so far, the hardware it was written on and a
+//! SHA-256 over that state and every tensor's name, shape and bytes. A resumed run is
+//! bit-identical to an uninterrupted one because nothing else carries state between steps
+//! (there is no dropout; the learning rate is a function of the step; evaluation is
+//! stateless).
 //!
 //! Writes are atomic (a temporary file in the same folder, synced, then renamed). A file
 //! that does not parse, whose checksum or shapes do not match, or that belongs to another

@@ -506,19 +506,7 @@ pub fn train(
         let at_eval = cfg.eval_every > 0 && done % cfg.eval_every == 0 && done < steps;
         if !opts.skip_eval && (at_eval || done == steps) {
             let ppl = evaluate(&model, valid, EVAL_BATCH)?;
-            for i in 0..r {
-                let window = &losses[i][last_point.min(losses[i].len())..];
-                let tl = if window.is_empty() {
-                    f64::NAN
-                } else {
-                    window.iter().map(|&v| v as f64).sum::<f64>() / window.len() as f64
-                };
-                curves[i].push(CurvePoint {
-                    step: done,
-                    train_loss: tl,
-                    val_ppl: live[i].then_some(ppl[i]),
-                });
-            }
+            push_points(&mut curves, &losses, &live, last_point, done, &ppl);
             last_point = done;
         }
         if live.iter().all(|l| !l) {
@@ -596,19 +584,7 @@ pub fn train(
         let on_curve = curves.iter().any(|c| c.last().is_some_and(|p| p.step == h));
         if !opts.skip_eval && !on_curve {
             let ppl = evaluate(&model, valid, EVAL_BATCH)?;
-            for i in 0..r {
-                let window = &losses[i][last_point.min(losses[i].len())..];
-                let tl = if window.is_empty() {
-                    f64::NAN
-                } else {
-                    window.iter().map(|&v| v as f64).sum::<f64>() / window.len() as f64
-                };
-                curves[i].push(CurvePoint {
-                    step: h,
-                    train_loss: tl,
-                    val_ppl: live[i].then_some(ppl[i]),
-                });
-            }
+            push_points(&mut curves, &losses, &live, last_point, h, &ppl);
         }
     }
     let test =
@@ -619,12 +595,7 @@ pub fn train(
         };
     let results = (0..r)
         .map(|i| {
-            let tail = &losses[i][losses[i].len().saturating_sub(100)..];
-            let train_loss = if tail.is_empty() {
-                f64::NAN
-            } else {
-                tail.iter().map(|&v| v as f64).sum::<f64>() / tail.len() as f64
-            };
+            let train_loss = mean(&losses[i][losses[i].len().saturating_sub(100)..]);
             SeedResult {
                 seed: seeds[i],
                 diverged_at: diverged_at[i],
@@ -667,6 +638,34 @@ pub fn train(
         checkpoint_s: ck_time,
         weights,
     })
+}
+
+/// The mean of `v` in f64 (NaN when empty).
+fn mean(v: &[f32]) -> f64 {
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64
+    }
+}
+
+/// A curve point at `step` for every replica: its mean training loss since `last_point`
+/// and, while it is live, its validation ppl.
+fn push_points(
+    curves: &mut [Vec<CurvePoint>],
+    losses: &[Vec<f32>],
+    live: &[bool],
+    last_point: usize,
+    step: usize,
+    ppl: &[f64],
+) {
+    for (i, c) in curves.iter_mut().enumerate() {
+        c.push(CurvePoint {
+            step,
+            train_loss: mean(&losses[i][last_point.min(losses[i].len())..]),
+            val_ppl: live[i].then_some(ppl[i]),
+        });
+    }
 }
 
 fn flat(t: &Tensor) -> candle_core::Result<Vec<f32>> {

@@ -26,6 +26,21 @@ pub fn real_data() -> Option<PathBuf> {
     }
 }
 
+/// A fresh folder `evoattn-PREFIX-NAME-PID-NANOS` under the system temp folder.
+#[allow(dead_code)]
+pub fn temp_dir(prefix: &str, name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "evoattn-{prefix}-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 /// A small synthetic data directory (train/valid/test of about `tokens` tokens each, 40
 /// word types): fast to train on, so the failure tests do not need WikiText-2.
 #[allow(dead_code)]
