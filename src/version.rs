@@ -9,6 +9,24 @@
 ///   decoupled decay on weights and embeddings only, warm-up + cosine to 10 %).
 pub const ENGINE_VERSION: u32 = 1;
 
+/// Revision of the CPU kernels of α-entmax and additive attention, for the genes that use
+/// them (no other gene's results changed, so no other unit id does):
+/// - 1: composed from candle ops (bisection for α-entmax; the broadcast `[.., T, T, d_a]`
+///   tensor for additive attention);
+/// - 2: the fused ops of [`crate::model::entmax`] and [`crate::model::additive`]. Values
+///   and gradients agree with revision 1 to floating-point rounding, but a run's result is
+///   not bit-identical, so these genes' units get new ids and are trained afresh.
+pub const FUSED_KERNELS_REVISION: u32 = 2;
+
+/// The kernel revision that enters `gene`'s unit ids: [`FUSED_KERNELS_REVISION`] for genes
+/// with `additive` similarity or `alpha_entmax` normalization, `None` (revision 1, implicit)
+/// for every other gene.
+pub fn kernel_revision(gene: crate::gene::Gene) -> Option<u32> {
+    use crate::gene::{Normalization, Similarity};
+    (gene.similarity == Similarity::Additive || gene.normalization == Normalization::AlphaEntmax)
+        .then_some(FUSED_KERNELS_REVISION)
+}
+
 /// Commit the binary was built from (`-dirty` when tracked files had changes, `unknown`
 /// outside a git checkout); set by `build.rs`.
 pub const GIT_COMMIT: &str = env!("EVOATTN_GIT_COMMIT");

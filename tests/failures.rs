@@ -566,3 +566,29 @@ fn io_errors_name_the_path_and_the_fix() {
     assert!(err.contains("move it away or pass --store"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn run_refuses_the_reference_kernels_switch_and_writes_nothing() {
+    let dir = tmp("refkernels");
+    let data = tiny_data(&dir, 3000);
+    let study = write_study(&dir, "rk", &three_packs("rk"));
+    let store = dir.join("store");
+    let mut c = evoattn(
+        &[
+            "run",
+            study.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "--quiet",
+        ],
+        &data,
+    );
+    c.env("EVOATTN_REFERENCE_KERNELS", "1");
+    let out = output_within(&mut c, LIMIT);
+    let err = assert_clean_exit(&out, &[1, 2], "run with EVOATTN_REFERENCE_KERNELS=1");
+    assert!(
+        err.contains("EVOATTN_REFERENCE_KERNELS") && err.contains("unset it"),
+        "{err}"
+    );
+    assert!(!store.exists(), "a refused run wrote {}", store.display());
+}

@@ -4,6 +4,7 @@ use super::{device_name, parse_device};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use evoattn::data::{self, Corpus};
+use evoattn::study::cost::PackOrder;
 use evoattn::study::exec::{ExecOptions, Executor};
 use evoattn::study::plan::Planner;
 use evoattn::study::store::{Store, StoreMeta};
@@ -48,6 +49,11 @@ pub struct RunArgs {
     /// slurm submit`: its final job writes the report once).
     #[arg(long)]
     pub no_report: bool,
+    /// Which packs of a stage start first: longest-first (estimated cost: this store's
+    /// runs of the gene, else the committed `bench --sweep` table) or plan (the plan's
+    /// order). Results do not depend on it.
+    #[arg(long, value_enum, default_value_t = PackOrder::LongestFirst)]
+    pub pack_order: PackOrder,
 }
 
 fn parse_every(s: &str) -> Result<Every, String> {
@@ -98,6 +104,11 @@ pub fn load_study(path: &Path) -> Result<Study> {
 
 /// Runs `evoattn run`.
 pub fn run(a: &RunArgs, threads_per_job: usize, jobs: usize) -> Result<()> {
+    if evoattn::model::kernels::reference_kernels() {
+        bail!(
+            "EVOATTN_REFERENCE_KERNELS=1 is set: studies train with the fused kernels their unit ids name; unset it (it is for `evoattn train` and `bench` checks only)"
+        );
+    }
     let study = load_study(&a.study)?;
     let shard = parse_shard(a.shard.as_deref())?;
     let device = parse_device(&a.device)?;
@@ -171,6 +182,7 @@ pub fn run(a: &RunArgs, threads_per_job: usize, jobs: usize) -> Result<()> {
         checkpoint_every: a.checkpoint_every.unwrap_or(study.checkpoint_every),
         save_weights: study.save_weights,
         hardware,
+        pack_order: a.pack_order,
     };
     let mut exec = Executor::new(&study, store, planner, &corpus, opts);
     let driven = study::drive(&study, external, &mut exec)?;

@@ -26,6 +26,172 @@ pub fn fast_exp(x: f32) -> f32 {
     p * scale
 }
 
+/// ln x for finite f32 x > 0 in a form the compiler vectorises: x = m·2^k with
+/// m ∈ [√½, √2), ln m = 2·atanh((m − 1)/(m + 1)) by its odd series to u⁹ (|u| ≤ 0.172,
+/// relative error below 2e-7). Subnormal inputs are not handled: callers clamp to ≥ 1e-30.
+#[inline(always)]
+pub fn fast_ln(x: f32) -> f32 {
+    const LN2: f32 = std::f32::consts::LN_2;
+    const SQRT2: f32 = std::f32::consts::SQRT_2;
+    let bits = x.to_bits();
+    let k = ((bits >> 23) & 0xff) as i32 - 127;
+    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000); // [1, 2)
+    let big = m > SQRT2;
+    let m = if big { m * 0.5 } else { m };
+    let k = if big { k + 1 } else { k } as f32;
+    let u = (m - 1.0) / (m + 1.0);
+    let u2 = u * u;
+    let series = 1.0 + u2 * (1.0 / 3.0 + u2 * (1.0 / 5.0 + u2 * (1.0 / 7.0 + u2 * (1.0 / 9.0))));
+    k * LN2 + 2.0 * u * series
+}
+
+/// tanh x = 1 − 2/(e^{2x} + 1) from [`fast_exp`] (absolute error below 3e-7).
+#[inline(always)]
+pub fn fast_tanh(x: f32) -> f32 {
+    1.0 - 2.0 / (fast_exp(2.0 * x) + 1.0)
+}
+
+/// The float types the fused kernels are written for: f32 with the vectorisable
+/// [`fast_exp`], [`fast_ln`] and [`fast_tanh`] (training), f64 with the standard library's
+/// functions (the finite-difference gradient checks).
+pub(crate) trait Real:
+    Copy
+    + PartialOrd
+    + Send
+    + Sync
+    + 'static
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::AddAssign
+    + std::ops::Neg<Output = Self>
+{
+    const ZERO: Self;
+    const ONE: Self;
+    /// Relative machine epsilon.
+    const EPS: Self;
+    /// The smallest argument passed to [`Real::ln`] (keeps subnormals out).
+    const TINY: Self;
+    fn from_f64(v: f64) -> Self;
+    fn to_f64(self) -> f64;
+    fn exp(self) -> Self;
+    fn ln(self) -> Self;
+    fn tanh(self) -> Self;
+    /// The data of a contiguous CPU tensor of this dtype.
+    fn slice<'a>(
+        s: &'a candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<&'a [Self]>;
+    /// A CPU storage holding `v`.
+    fn storage(v: Vec<Self>) -> candle_core::CpuStorage;
+}
+
+impl Real for f32 {
+    const ZERO: f32 = 0.0;
+    const ONE: f32 = 1.0;
+    const EPS: f32 = f32::EPSILON;
+    const TINY: f32 = 1e-30;
+    #[inline(always)]
+    fn from_f64(v: f64) -> f32 {
+        v as f32
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    #[inline(always)]
+    fn exp(self) -> f32 {
+        fast_exp(self)
+    }
+    #[inline(always)]
+    fn ln(self) -> f32 {
+        fast_ln(self)
+    }
+    #[inline(always)]
+    fn tanh(self) -> f32 {
+        fast_tanh(self)
+    }
+    fn slice<'a>(
+        s: &'a candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<&'a [f32]> {
+        contiguous_f32(s, l)
+    }
+    fn storage(v: Vec<f32>) -> candle_core::CpuStorage {
+        candle_core::CpuStorage::F32(v)
+    }
+}
+
+impl Real for f64 {
+    const ZERO: f64 = 0.0;
+    const ONE: f64 = 1.0;
+    const EPS: f64 = f64::EPSILON;
+    const TINY: f64 = 1e-300;
+    #[inline(always)]
+    fn from_f64(v: f64) -> f64 {
+        v
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn exp(self) -> f64 {
+        f64::exp(self)
+    }
+    #[inline(always)]
+    fn ln(self) -> f64 {
+        f64::ln(self)
+    }
+    #[inline(always)]
+    fn tanh(self) -> f64 {
+        f64::tanh(self)
+    }
+    fn slice<'a>(
+        s: &'a candle_core::CpuStorage,
+        l: &candle_core::Layout,
+    ) -> candle_core::Result<&'a [f64]> {
+        match l.contiguous_offsets() {
+            Some((a, b)) => Ok(&s.as_slice::<f64>()?[a..b]),
+            None => candle_core::bail!("this fused op needs contiguous inputs"),
+        }
+    }
+    fn storage(v: Vec<f64>) -> candle_core::CpuStorage {
+        candle_core::CpuStorage::F64(v)
+    }
+}
+
+/// Runs `f` over `rows` rows of `width` values of `out` (with the matching rows of the
+/// inputs, by row index), in parallel chunks when candle runs on more than one thread.
+pub(crate) fn for_row_chunks<T: Send>(
+    out: &mut [T],
+    width: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    use rayon::prelude::*;
+    let rows = out.len().checked_div(width).unwrap_or(0);
+    let threads = candle_core::utils::get_num_threads().max(1);
+    if threads == 1 || rows < 2 {
+        f(0, out);
+        return;
+    }
+    // A few chunks per thread so that uneven rows (causal masks) balance.
+    let per = rows.div_ceil(threads * 4).max(1);
+    out.par_chunks_mut(per * width)
+        .enumerate()
+        .for_each(|(c, chunk)| f(c * per, chunk));
+}
+
+/// Whether `EVOATTN_REFERENCE_KERNELS=1` asks for the composite (candle-op) α-entmax and
+/// additive attention instead of the fused CPU ops, to check the fused ops' results
+/// against them (`evoattn train`, `evoattn bench`); `evoattn run` refuses it, because unit
+/// ids name the fused kernels ([`crate::version::kernel_revision`]).
+pub fn reference_kernels() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("EVOATTN_REFERENCE_KERNELS").is_some_and(|v| v == "1"))
+}
+
 /// The f32 data of a contiguous CPU tensor (custom ops use it to read their inputs).
 pub(crate) fn contiguous_f32<'a>(
     s: &'a candle_core::CpuStorage,
@@ -120,6 +286,19 @@ pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> 
         .unwrap()
 }
 
+/// Largest absolute entry of a tensor (in f64); for tests.
+#[cfg(test)]
+pub(crate) fn max_abs(a: &candle_core::Tensor) -> f64 {
+    a.to_dtype(candle_core::DType::F64)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +316,27 @@ mod tests {
         assert!(worst < 3e-7, "worst relative error {worst}");
         assert_eq!(fast_exp(0.0), 1.0);
         assert!(fast_exp(-1000.0) < 1e-37 && fast_exp(-1000.0) >= 0.0);
+    }
+
+    #[test]
+    fn fast_ln_and_tanh_are_accurate() {
+        let mut worst = 0f64;
+        let mut x = 1e-30f32;
+        while x < 1e30 {
+            let want = (x as f64).ln();
+            let got = fast_ln(x) as f64;
+            worst = worst.max((got - want).abs() / want.abs().max(1.0));
+            x *= 1.0137;
+        }
+        assert!(worst < 3e-7, "ln: worst error {worst}");
+        assert_eq!(fast_ln(1.0), 0.0);
+        let mut worst = 0f64;
+        let mut x = -30f32;
+        while x < 30.0 {
+            worst = worst.max((fast_tanh(x) as f64 - (x as f64).tanh()).abs());
+            x += 0.00731;
+        }
+        assert!(worst < 3e-7, "tanh: worst error {worst}");
     }
 
     #[test]

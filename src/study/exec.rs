@@ -12,6 +12,7 @@
 //! For tests, `EVOATTN_FAIL_PACKS=panic:GENE` (or `error:GENE`, comma-separated) makes
 //! every pack of that gene fail at the start of its training.
 
+use super::cost::{CostModel, PackOrder};
 use super::plan::{in_shard, Pack, Planner};
 use super::spec::Study;
 use super::store::{Claim, Failure, PackCheck, Store};
@@ -52,6 +53,8 @@ pub struct ExecOptions {
     pub save_weights: bool,
     /// The hardware a unit runs on, as recorded in `runs.parquet` (CPU model or GPU name).
     pub hardware: String,
+    /// In which order a stage's packs start.
+    pub pack_order: PackOrder,
 }
 
 /// Packs with their position in the stage's pack list (which decides the shard).
@@ -169,9 +172,19 @@ impl<'a> Executor<'a> {
             .collect();
         let pending_units: usize = packs.iter().map(|(_, p)| p.units.len()).sum();
         self.reused += total_units - pending_units;
-        let (mine, others): (Indexed, Indexed) = packs
+        let (mut mine, others): (Indexed, Indexed) = packs
             .into_iter()
             .partition(|(i, _)| in_shard(*i, self.opts.shard));
+        if self.opts.pack_order == PackOrder::LongestFirst {
+            // Only the order changes (the shard of a pack is decided above, by plan index).
+            let cfg = &self.planner.config;
+            CostModel::new(store.all_runs()).longest_first(
+                &mut mine,
+                |(_, p)| p,
+                cfg.steps,
+                cfg.batch_size * cfg.seq_len,
+            );
+        }
         if mine.is_empty() && others.is_empty() {
             return Ok(true);
         }

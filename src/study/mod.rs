@@ -6,6 +6,7 @@
 //! missing; the [`status::StatusRunner`] only counts, so `evoattn status` follows exactly
 //! the plan `run` would.
 
+pub mod cost;
 pub mod exec;
 pub mod kinds;
 pub mod landscape;

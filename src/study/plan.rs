@@ -17,11 +17,30 @@ pub struct Unit {
     pub seed: u64,
 }
 
-/// Content hash of a unit: engine version, gene-space version, gene, training
+/// Content hash of a unit: engine version, gene-space version, kernel revision (for the
+/// genes whose kernels changed, [`crate::version::kernel_revision`]), gene, training
 /// configuration, data fingerprint and seed. Anything else (device, threads, replicas,
 /// study) does not enter. The gene-space version enters from version 2 on: version 1 is
 /// implicit, so stores written before the space had a version keep their unit ids.
 pub fn unit_id(gene: Gene, cfg: &TrainConfig, data_fingerprint: &str, seed: u64) -> String {
+    unit_id_at(
+        gene,
+        cfg,
+        data_fingerprint,
+        seed,
+        crate::version::kernel_revision(gene),
+    )
+}
+
+/// [`unit_id`] at kernel revision `kernels` (`None`: revision 1, the ids of units trained
+/// before [`crate::version::FUSED_KERNELS_REVISION`]).
+pub fn unit_id_at(
+    gene: Gene,
+    cfg: &TrainConfig,
+    data_fingerprint: &str,
+    seed: u64,
+    kernels: Option<u32>,
+) -> String {
     let mut key = serde_json::json!({
         "engine_version": ENGINE_VERSION,
         "gene": gene.to_string(),
@@ -31,6 +50,9 @@ pub fn unit_id(gene: Gene, cfg: &TrainConfig, data_fingerprint: &str, seed: u64)
     });
     if SPACE_VERSION != 1 {
         key["gene_space_version"] = SPACE_VERSION.into();
+    }
+    if let Some(rev) = kernels {
+        key["kernels"] = rev.into();
     }
     let digest = Sha256::digest(key.to_string().as_bytes());
     hex::encode(&digest[..8])

@@ -132,7 +132,7 @@ pub fn forward(
     let q = l.split_heads(&qkv.narrow(2, 0, d)?, b, t)?;
     let k = l.split_heads(&qkv.narrow(2, d, d)?, b, t)?;
     let v = l.split_heads(&qkv.narrow(2, 2 * d, d)?, b, t)?;
-    let s = similarity::scores(gene.similarity, l, &q, &k)?;
+    let s = similarity::scores(gene.similarity, l, &q, &k, mask)?;
     let z = temperature::scale(gene.temperature, gene.similarity, l, s, mask)?;
     let p = normalize::weights(gene.normalization, l, &z, mask)?;
     let y = bmm(&p, &v)?; // [R,B,H,T,dh]

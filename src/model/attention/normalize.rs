@@ -13,7 +13,9 @@
 //!   the logits on that support. On a fixed support τ(z) is exactly the true threshold
 //!   function, so autodiff yields the exact Jacobian
 //!   `∂L/∂z = s⊙g − (Σ s⊙g / Σ s)·s` (s = support indicator, or √p for 1.5-entmax).
-//! - `alpha_entmax`: τ* is found by bisection on a detached copy; the differentiable
+//! - `alpha_entmax` on the CPU: one fused op with closed-form gradients
+//!   ([`crate::model::entmax`]). Elsewhere ([`alpha_entmax_composite`]): τ* is found by
+//!   bisection on a detached copy; the differentiable
 //!   threshold is τ = τ* − F(z, α, τ*) / sg(∂F/∂τ), with F(τ) = Σ p(τ) − 1. Its value is
 //!   τ* refined by one Newton step, and its derivative is the implicit-function derivative
 //!   −(∂F/∂θ)/(∂F/∂τ) for θ ∈ {z, α}, which gives the gradients of Correia et al. (2019).
@@ -74,6 +76,8 @@ pub struct Mask {
     valid_sorted: Tensor,
     /// ln(n_i), `[Tq, 1]`.
     ln_n: Tensor,
+    /// Whether this is the causal mask (query i sees keys 0..=i).
+    causal: bool,
 }
 
 impl Mask {
@@ -90,6 +94,11 @@ impl Mask {
         let mut vis = Vec::with_capacity(tq * tk);
         let mut valid = Vec::with_capacity(tq * tk);
         let mut n = Vec::with_capacity(tq);
+        let causal = tq == tk
+            && rows
+                .iter()
+                .enumerate()
+                .all(|(i, r)| r.iter().enumerate().all(|(j, &v)| v == (j <= i)));
         for r in rows {
             if r.len() != tk {
                 candle_core::bail!("mask rows have different lengths");
@@ -116,7 +125,13 @@ impl Mask {
             visible,
             valid_sorted,
             ln_n,
+            causal,
         })
+    }
+
+    /// Whether query i sees exactly keys 0..=i (fused kernels then skip the later keys).
+    pub fn is_causal(&self) -> bool {
+        self.causal
     }
 
     /// ln(n_i) per query, `[Tq, 1]`.
@@ -245,8 +260,27 @@ pub fn entmax15(z: &Tensor, mask: &Mask) -> Result<Tensor> {
     z.broadcast_sub(&tau)?.relu()?.sqr()?.mul(&support)
 }
 
-/// α-entmax with α broadcastable to `z` (α ∈ (1, 2)), by bisection with implicit gradients.
+/// α-entmax with α broadcastable to `z` (α ∈ (1, 2)) and constant along each row: on the
+/// CPU the fused op of [`crate::model::entmax`] (Newton on the support, closed-form
+/// gradients), elsewhere [`alpha_entmax_composite`].
 pub fn alpha_entmax(z: &Tensor, mask: &Mask, alpha: &Tensor) -> Result<Tensor> {
+    let fused = z.device().is_cpu()
+        && !crate::model::kernels::reference_kernels()
+        && matches!(z.dtype(), DType::F32 | DType::F64)
+        && alpha.dims().last() == Some(&1);
+    if !fused {
+        return alpha_entmax_composite(z, mask, alpha);
+    }
+    let z = mask.apply(z)?;
+    let mut rows = z.dims().to_vec();
+    *rows.last_mut().expect("logits have rank ≥ 1") = 1;
+    let alpha = alpha.broadcast_as(rows)?;
+    crate::model::entmax::alpha_entmax_rows(&z, &alpha)
+}
+
+/// α-entmax composed from candle ops (any device): bisection for τ on a detached copy,
+/// then implicit gradients through a Newton-corrected threshold (module docs).
+pub fn alpha_entmax_composite(z: &Tensor, mask: &Mask, alpha: &Tensor) -> Result<Tensor> {
     let z = mask.apply(z)?;
     let am1 = (alpha - 1.0)?; // α − 1
     let x = z.broadcast_mul(&am1)?; // (α − 1) z

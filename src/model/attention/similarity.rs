@@ -1,11 +1,12 @@
 //! The `similarity` component: how a query and a key are compared — its parameters
 //! ([`params`]) and its forward ([`scores`]), both exhaustive over [`Similarity`].
 
-use super::{bmm, constant, weight, Layer};
+use super::{bmm, constant, weight, Layer, Mask};
 use crate::gene::Similarity;
+use crate::model::additive::additive_scores;
 use crate::model::params::{Init, ParamSpec, Role};
 use crate::model::{ModelConfig, INIT_STD};
-use candle_core::{Result, Tensor, D};
+use candle_core::{DType, Result, Tensor, D};
 
 /// Epsilon inside the norm of `cosine` and `qk_rmsnorm`.
 pub const QK_EPS: f64 = 1e-6;
@@ -57,8 +58,16 @@ pub fn params(sim: Similarity, cfg: &ModelConfig, layer: usize) -> Vec<ParamSpec
     }
 }
 
-/// Similarities s(q, k) `[R, B, H, T, T]` of queries and keys `[R, B, H, T, d_h]`.
-pub fn scores(sim: Similarity, l: &Layer<'_>, q: &Tensor, k: &Tensor) -> Result<Tensor> {
+/// Similarities s(q, k) `[R, B, H, T, T]` of queries and keys `[R, B, H, T, d_h]`. Scores
+/// at positions `mask` hides may be anything finite (every normaliser masks them): the
+/// fused additive op leaves them 0 under a causal mask.
+pub fn scores(
+    sim: Similarity,
+    l: &Layer<'_>,
+    q: &Tensor,
+    k: &Tensor,
+    mask: &Mask,
+) -> Result<Tensor> {
     let kt = k.transpose(3, 4)?;
     match sim {
         Similarity::Dot => bmm(q, &kt),
@@ -85,13 +94,17 @@ pub fn scores(sim: Similarity, l: &Layer<'_>, q: &Tensor, k: &Tensor) -> Result<
         Similarity::Additive => {
             let a = l.get("attn.add_a").unsqueeze(1)?;
             let bm = l.get("attn.add_b").unsqueeze(1)?;
-            let w = l.get("attn.add_w").unsqueeze(1)?;
-            let qa = bmm(q, &a)?.unsqueeze(4)?; // [R,B,H,T,1,da]
-            let kb = bmm(k, &bm)?.unsqueeze(3)?; // [R,B,H,1,T,da]
-            qa.broadcast_add(&kb)?
-                .tanh()?
-                .broadcast_mul(&w)?
-                .sum(D::Minus1)
+            let qa = bmm(q, &a)?; // [R,B,H,T,da]
+            let kb = bmm(k, &bm)?;
+            let w = l.get("attn.add_w");
+            let fused = q.device().is_cpu()
+                && !crate::model::kernels::reference_kernels()
+                && matches!(q.dtype(), DType::F32 | DType::F64);
+            if fused {
+                additive_scores(&qa, &kb, w, mask.is_causal())
+            } else {
+                additive_composite(&qa, &kb, &w.unsqueeze(1)?)
+            }
         }
         Similarity::NegL2 => {
             let qq = q.sqr()?.sum_keepdim(D::Minus1)?; // [.., T, 1]
@@ -100,4 +113,15 @@ pub fn scores(sim: Similarity, l: &Layer<'_>, q: &Tensor, k: &Tensor) -> Result<
             (qk * 2.0)?.broadcast_sub(&qq)?.broadcast_sub(&kk)
         }
     }
+}
+
+/// Additive scores composed from candle ops (any device): the broadcast
+/// `[R, B, H, T, T, d_a]` sum of `qa` and `kb` `[R, B, H, T, d_a]`, tanh, weighted by
+/// `w` `[R, 1, H, 1, 1, d_a]` and summed over d_a.
+pub fn additive_composite(qa: &Tensor, kb: &Tensor, w: &Tensor) -> Result<Tensor> {
+    qa.unsqueeze(4)? // [R,B,H,T,1,da]
+        .broadcast_add(&kb.unsqueeze(3)?)? // [R,B,H,1,T,da]
+        .tanh()?
+        .broadcast_mul(w)?
+        .sum(D::Minus1)
 }
