@@ -69,6 +69,33 @@ pub fn gpu_name(ordinal: usize) -> String {
         .unwrap_or_else(|| format!("cuda:{ordinal} (name unknown)"))
 }
 
+/// The f32 FMA peak of `threads` cores in GFLOP/s, estimated as cores × FLOPs per cycle ×
+/// the clock `/proc/cpuinfo` reports (`cpu MHz`, the first core's): 32 FLOPs per cycle
+/// with AVX2 and FMA (two 8-lane FMA units, as on Zen 2–4 and most Intel cores; Zen 4 runs
+/// AVX-512 at the same rate), 8 otherwise (SSE2: 4 lanes, separate add and multiply). Intel
+/// parts with two 512-bit FMA units peak at twice this; turbo clocks above the reported
+/// one make the estimate low. `None` when the clock is not reported.
+pub fn peak_gflops(threads: usize) -> Option<f64> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = info
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))
+        .and_then(|l| l.split_once(':'))
+        .and_then(|(_, v)| v.trim().parse().ok())?;
+    Some(threads as f64 * flops_per_cycle() * mhz / 1000.0)
+}
+
+/// f32 FLOPs per cycle per core of the vector units this CPU has (see [`peak_gflops`]).
+pub fn flops_per_cycle() -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            return 32.0;
+        }
+    }
+    8.0
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

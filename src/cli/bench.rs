@@ -209,8 +209,26 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         tps,
         secs / a.steps as f64
     );
+    let mcfg = cfg.model(corpus.vocab.len());
+    let flops = evoattn::model::Transformer::flops_per_token(gene, &mcfg);
+    let gflops = tps * flops / 1e9;
+    let peak = match device {
+        candle_core::Device::Cpu => evoattn::cpu::peak_gflops(threads),
+        _ => None,
+    };
+    let text = match peak {
+        Some(p) => format!(
+            "{text}\n{:.1} MFLOP/token (matmuls, forward + backward): {gflops:.1} GFLOP/s of an estimated {p:.0} GFLOP/s FMA peak for {threads} thread(s) = {:.2}",
+            flops / 1e6,
+            gflops / p
+        ),
+        None => text,
+    };
     let json = json!({"preset": a.common.preset, "gene": gene.to_string(), "replicas": a.replicas, "steps": a.steps,
-                      "tokens_per_s": num(tps), "device": device_name(&device), "threads": threads});
+                      "tokens_per_s": num(tps), "device": device_name(&device), "threads": threads,
+                      "hardware": match device { candle_core::Device::Cpu => evoattn::cpu::cpu_model(), _ => device_name(&device) },
+                      "flops_per_token": num(flops), "gflops": num(gflops),
+                      "peak_gflops": peak.map(num), "fraction_of_peak": peak.map(|p| num(gflops / p))});
     output::print(
         &Plain {
             json: vec![json],

@@ -12,7 +12,9 @@
 //! N(0, 0.02/√(2·layers)). LayerNorm is written here with differentiable ops (candle's
 //! fused `LayerNorm::forward` returns no gradient).
 
+pub mod additive;
 pub mod attention;
+pub mod entmax;
 pub mod gelu;
 pub mod kernels;
 pub mod lm_head;
@@ -130,6 +132,25 @@ impl Transformer {
             .map(|s| s.numel())
             .sum();
         (total, total - emb)
+    }
+
+    /// Matrix-multiply FLOPs of one training token (forward and backward) of one replica,
+    /// the usual estimate: 3 × the forward's 2·(weights of the blocks) + 2·d·V (the tied
+    /// output layer) + 4·L·T·d (scores and weighted values over the full T × T). Elementwise
+    /// work (norms, GELU, the normaliser, additive attention's tanh) is not counted.
+    pub fn flops_per_token(gene: Gene, cfg: &ModelConfig) -> f64 {
+        let block_weights: usize = Self::specs(gene, cfg)
+            .iter()
+            .filter(|s| s.role == Role::Weight && s.shape.len() >= 2)
+            .map(|s| s.numel())
+            .sum();
+        let (d, v, l, t) = (
+            cfg.d_model as f64,
+            cfg.vocab_size as f64,
+            cfg.n_layers as f64,
+            cfg.seq_len as f64,
+        );
+        3.0 * (2.0 * block_weights as f64 + 2.0 * d * v + 4.0 * l * t * d)
     }
 
     /// A model with one replica per seed.
