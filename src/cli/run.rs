@@ -52,7 +52,7 @@ pub struct RunArgs {
     /// Which packs of a stage start first: longest-first (estimated cost: this store's
     /// runs of the gene, else the committed `bench --sweep` table) or plan (the plan's
     /// order). Results do not depend on it.
-    #[arg(long, value_enum, default_value_t = PackOrder::LongestFirst)]
+    #[arg(long, default_value = "longest-first", value_parser = str::parse::<PackOrder>)]
     pub pack_order: PackOrder,
 }
 

@@ -27,8 +27,8 @@ pub fn fast_exp(x: f32) -> f32 {
 }
 
 /// ln x for finite f32 x > 0 in a form the compiler vectorises: x = m·2^k with
-/// m ∈ [√½, √2), ln m = 2·atanh((m − 1)/(m + 1)) by its odd series to u⁹ (|u| ≤ 0.172,
-/// relative error below 2e-7). Subnormal inputs are not handled: callers clamp to ≥ 1e-30.
+/// m ∈ [√½, √2), ln m = 2·atanh((m − 1)/(m + 1)) by its odd series to u⁹ (|u| ≤ 0.172;
+/// error below 3e-7 relative to max(|ln x|, 1), tested over 1e-30…1e30). Subnormal inputs are not handled: callers clamp to ≥ 1e-30.
 #[inline(always)]
 pub fn fast_ln(x: f32) -> f32 {
     const LN2: f32 = std::f32::consts::LN_2;
@@ -51,30 +51,17 @@ pub fn fast_tanh(x: f32) -> f32 {
     1.0 - 2.0 / (fast_exp(2.0 * x) + 1.0)
 }
 
-/// The float types the fused kernels are written for: f32 with the vectorisable
+/// The float types the fused kernels are written for (candle's `WithDType` gives the
+/// arithmetic, `from_f64`/`to_f64` and the storage conversions): f32 with the vectorisable
 /// [`fast_exp`], [`fast_ln`] and [`fast_tanh`] (training), f64 with the standard library's
 /// functions (the finite-difference gradient checks).
-pub(crate) trait Real:
-    Copy
-    + PartialOrd
-    + Send
-    + Sync
-    + 'static
-    + std::ops::Add<Output = Self>
-    + std::ops::Sub<Output = Self>
-    + std::ops::Mul<Output = Self>
-    + std::ops::Div<Output = Self>
-    + std::ops::AddAssign
-    + std::ops::Neg<Output = Self>
-{
+pub(crate) trait Real: candle_core::WithDType + std::ops::Neg<Output = Self> {
     const ZERO: Self;
     const ONE: Self;
     /// Relative machine epsilon.
     const EPS: Self;
     /// The smallest argument passed to [`Real::ln`] (keeps subnormals out).
     const TINY: Self;
-    fn from_f64(v: f64) -> Self;
-    fn to_f64(self) -> f64;
     fn exp(self) -> Self;
     fn ln(self) -> Self;
     fn tanh(self) -> Self;
@@ -82,9 +69,13 @@ pub(crate) trait Real:
     fn slice<'a>(
         s: &'a candle_core::CpuStorage,
         l: &candle_core::Layout,
-    ) -> candle_core::Result<&'a [Self]>;
+    ) -> candle_core::Result<&'a [Self]> {
+        contiguous(s, l)
+    }
     /// A CPU storage holding `v`.
-    fn storage(v: Vec<Self>) -> candle_core::CpuStorage;
+    fn storage(v: Vec<Self>) -> candle_core::CpuStorage {
+        Self::to_cpu_storage_owned(v)
+    }
 }
 
 impl Real for f32 {
@@ -92,14 +83,6 @@ impl Real for f32 {
     const ONE: f32 = 1.0;
     const EPS: f32 = f32::EPSILON;
     const TINY: f32 = 1e-30;
-    #[inline(always)]
-    fn from_f64(v: f64) -> f32 {
-        v as f32
-    }
-    #[inline(always)]
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
     #[inline(always)]
     fn exp(self) -> f32 {
         fast_exp(self)
@@ -112,15 +95,6 @@ impl Real for f32 {
     fn tanh(self) -> f32 {
         fast_tanh(self)
     }
-    fn slice<'a>(
-        s: &'a candle_core::CpuStorage,
-        l: &candle_core::Layout,
-    ) -> candle_core::Result<&'a [f32]> {
-        contiguous_f32(s, l)
-    }
-    fn storage(v: Vec<f32>) -> candle_core::CpuStorage {
-        candle_core::CpuStorage::F32(v)
-    }
 }
 
 impl Real for f64 {
@@ -128,14 +102,6 @@ impl Real for f64 {
     const ONE: f64 = 1.0;
     const EPS: f64 = f64::EPSILON;
     const TINY: f64 = 1e-300;
-    #[inline(always)]
-    fn from_f64(v: f64) -> f64 {
-        v
-    }
-    #[inline(always)]
-    fn to_f64(self) -> f64 {
-        self
-    }
     #[inline(always)]
     fn exp(self) -> f64 {
         f64::exp(self)
@@ -147,18 +113,6 @@ impl Real for f64 {
     #[inline(always)]
     fn tanh(self) -> f64 {
         f64::tanh(self)
-    }
-    fn slice<'a>(
-        s: &'a candle_core::CpuStorage,
-        l: &candle_core::Layout,
-    ) -> candle_core::Result<&'a [f64]> {
-        match l.contiguous_offsets() {
-            Some((a, b)) => Ok(&s.as_slice::<f64>()?[a..b]),
-            None => candle_core::bail!("this fused op needs contiguous inputs"),
-        }
-    }
-    fn storage(v: Vec<f64>) -> candle_core::CpuStorage {
-        candle_core::CpuStorage::F64(v)
     }
 }
 
@@ -192,15 +146,23 @@ pub fn reference_kernels() -> bool {
     *ON.get_or_init(|| std::env::var_os("EVOATTN_REFERENCE_KERNELS").is_some_and(|v| v == "1"))
 }
 
-/// The f32 data of a contiguous CPU tensor (custom ops use it to read their inputs).
+/// The data of a contiguous CPU tensor of dtype `T` (custom ops use it to read their inputs).
+pub(crate) fn contiguous<'a, T: candle_core::WithDType>(
+    s: &'a candle_core::CpuStorage,
+    l: &candle_core::Layout,
+) -> candle_core::Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
+        None => candle_core::bail!("this fused op needs contiguous inputs"),
+    }
+}
+
+/// [`contiguous`] for f32.
 pub(crate) fn contiguous_f32<'a>(
     s: &'a candle_core::CpuStorage,
     l: &candle_core::Layout,
 ) -> candle_core::Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        None => candle_core::bail!("this fused op needs contiguous inputs"),
-    }
+    contiguous(s, l)
 }
 
 /// Independent accumulators per reduction, so that reductions vectorise.

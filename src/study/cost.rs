@@ -21,13 +21,26 @@ use std::collections::HashMap;
 const SWEEP_CPU: &str = include_str!("../../benches/results/sweep-cpu.jsonl");
 
 /// In which order the executor starts a stage's packs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PackOrder {
     /// The most expensive first (estimated by [`CostModel`]).
     #[default]
     LongestFirst,
     /// The plan's order (genes as requested, seeds ascending).
     Plan,
+}
+
+impl std::str::FromStr for PackOrder {
+    type Err = String;
+    fn from_str(s: &str) -> Result<PackOrder, String> {
+        match s {
+            "longest-first" => Ok(PackOrder::LongestFirst),
+            "plan" => Ok(PackOrder::Plan),
+            other => Err(format!(
+                "unknown pack order `{other}`; valid: longest-first, plan"
+            )),
+        }
+    }
 }
 
 /// Relative cost per token of genes, from the committed sweep and a store's runs.
