@@ -12,7 +12,8 @@ pub fn fast_exp(x: f32) -> f32 {
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5·2^23: adding and subtracting rounds to an integer
     let x = x.clamp(-87.0, 88.0);
-    let k = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let k = t - ROUND;
     let r = x - k * LN2_HI - k * LN2_LO;
     let p = 1.0
         + r * (1.0
@@ -20,8 +21,10 @@ pub fn fast_exp(x: f32) -> f32 {
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0
                         + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    // SAFETY: k is an integer in [-126, 127] after the clamp, so the cast is exact.
-    let ki: i32 = unsafe { k.to_int_unchecked() };
+    // k as an integer, read from t's mantissa (t ∈ [2^23, 2^24) holds 1.5·2^23 + k in its
+    // low bits): exact for the clamped range and defined for every input (NaN gives NaN
+    // through p), unlike a float-to-int cast without checks.
+    let ki = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let scale = f32::from_bits(((ki + 127) as u32) << 23);
     p * scale
 }
@@ -278,6 +281,8 @@ mod tests {
         assert!(worst < 3e-7, "worst relative error {worst}");
         assert_eq!(fast_exp(0.0), 1.0);
         assert!(fast_exp(-1000.0) < 1e-37 && fast_exp(-1000.0) >= 0.0);
+        assert!(fast_exp(f32::NAN).is_nan());
+        assert!(fast_exp(f32::INFINITY) > 1e38 && fast_exp(f32::NEG_INFINITY) >= 0.0);
     }
 
     #[test]
