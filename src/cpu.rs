@@ -52,6 +52,17 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| format!("{} (model unknown)", std::env::consts::ARCH))
 }
 
+/// The hardware recorded with a CPU run: [`cpu_model`], with ` [AVX-512 GEMM]` appended
+/// when the GEMM kernels are the AVX-512 ones ([`gemm_isa`]), whose rounding differs from
+/// the AVX2 kernels' on the same CPU (so that runs of both kinds count as different
+/// hardware in the reports' mixed-hardware checks).
+pub fn hardware() -> String {
+    match gemm_isa() {
+        "avx512f" => format!("{} [AVX-512 GEMM]", cpu_model()),
+        _ => cpu_model(),
+    }
+}
+
 /// The GPU's name as `nvidia-smi` reports it for `ordinal`, else `cuda:ORDINAL`.
 pub fn gpu_name(ordinal: usize) -> String {
     std::process::Command::new("nvidia-smi")
@@ -69,31 +80,77 @@ pub fn gpu_name(ordinal: usize) -> String {
         .unwrap_or_else(|| format!("cuda:{ordinal} (name unknown)"))
 }
 
-/// The f32 FMA peak of `threads` cores in GFLOP/s, estimated as cores × FLOPs per cycle ×
-/// the clock `/proc/cpuinfo` reports (`cpu MHz`, the first core's): 32 FLOPs per cycle
-/// with AVX2 and FMA (two 8-lane FMA units, as on Zen 2–4 and most Intel cores; Zen 4 runs
-/// AVX-512 at the same rate), 8 otherwise (SSE2: 4 lanes, separate add and multiply). Intel
-/// parts with two 512-bit FMA units peak at twice this; turbo clocks above the reported
-/// one make the estimate low. `None` when the clock is not reported.
+/// The f32 FMA peak of `threads` cores in GFLOP/s: cores × [`flops_per_cycle`] × the clock
+/// `/proc/cpuinfo` reports (`cpu MHz`, the first core's). Turbo clocks above the reported
+/// one make it low, AVX-512 clock offsets high. `None` when the clock is not reported.
 pub fn peak_gflops(threads: usize) -> Option<f64> {
-    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let mhz: f64 = info
-        .lines()
-        .find(|l| l.starts_with("cpu MHz"))
-        .and_then(|l| l.split_once(':'))
-        .and_then(|(_, v)| v.trim().parse().ok())?;
-    Some(threads as f64 * flops_per_cycle() * mhz / 1000.0)
+    Some(threads as f64 * flops_per_cycle() * cpu_mhz()? / 1000.0)
 }
 
-/// f32 FLOPs per cycle per core of the vector units this CPU has (see [`peak_gflops`]).
-pub fn flops_per_cycle() -> f64 {
+/// The clock `/proc/cpuinfo` reports for the first core, in MHz.
+pub fn cpu_mhz() -> Option<f64> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find(|l| l.starts_with("cpu MHz"))
+        .and_then(|l| l.split_once(':'))
+        .and_then(|(_, v)| v.trim().parse().ok())
+}
+
+/// The widest f32 FMA vector ISA of this CPU: `"avx512f"`, `"avx2+fma"` or `"baseline"`.
+pub fn vector_isa() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
+        if std::is_x86_feature_detected!("avx512f") {
+            return "avx512f";
+        }
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return 32.0;
+            return "avx2+fma";
         }
     }
-    8.0
+    "baseline"
+}
+
+/// The ISA of the GEMM kernels (the `gemm` crate's, which candle's CPU matmul and the fused
+/// output layer call): AVX-512 where the CPU has it and the build has the `avx512` feature
+/// (on by default), else AVX2+FMA, else baseline.
+pub fn gemm_isa() -> &'static str {
+    match vector_isa() {
+        "avx512f" if cfg!(feature = "avx512") => "avx512f",
+        "avx512f" | "avx2+fma" => "avx2+fma",
+        _ => "baseline",
+    }
+}
+
+/// f32 FLOPs per cycle per core at the FMA peak of this CPU's widest vector ISA
+/// ([`vector_isa`]), counting an FMA as two FLOPs and two FMA units per core:
+/// - AVX-512: 64 (two 16-lane units, as on Intel Xeon Gold/Platinum since Skylake-SP and AMD
+///   Zen 5); 32 on AMD Zen 4 (family 25), which executes 512-bit FMAs in two halves. Intel
+///   parts with one 512-bit unit (some Xeon Silver/Bronze) peak at half this, which
+///   cpuid does not reveal;
+/// - AVX2 + FMA: 32 (two 8-lane units);
+/// - otherwise 8 (SSE2: 4 lanes, separate add and multiply).
+pub fn flops_per_cycle() -> f64 {
+    match vector_isa() {
+        "avx512f" if amd_family() == Some(25) => 32.0,
+        "avx512f" => 64.0,
+        "avx2+fma" => 32.0,
+        _ => 8.0,
+    }
+}
+
+/// The CPU family of an AMD CPU (`cpu family` in `/proc/cpuinfo`), `None` for other vendors.
+fn amd_family() -> Option<u32> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let field = |key: &str| {
+        info.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    if field("vendor_id")? != "AuthenticAMD" {
+        return None;
+    }
+    field("cpu family")?.parse().ok()
 }
 
 #[cfg(test)]

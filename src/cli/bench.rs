@@ -171,7 +171,7 @@ fn sweep(
             json!({"preset": a.common.preset, "gene": g.to_string(), "replicas": a.replicas, "steps": a.steps,
                    "rounds": a.rounds, "tokens_per_s": num(*t), "ratio_to_baseline": num(*r),
                    "device": device_name(device), "threads": threads,
-                   "hardware": evoattn::cpu::cpu_model()})
+                   "hardware": evoattn::cpu::hardware()})
         })
         .collect();
     output::print(&Plain { json, text }, a.json)
@@ -218,17 +218,22 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     };
     let text = match peak {
         Some(p) => format!(
-            "{text}\n{:.1} MFLOP/token (matmuls, forward + backward): {gflops:.1} GFLOP/s of an estimated {p:.0} GFLOP/s FMA peak for {threads} thread(s) = {:.2}",
+            "{text}\n{:.1} MFLOP/token (matmuls, forward + backward): {gflops:.1} GFLOP/s of an estimated {p:.0} GFLOP/s FMA peak ({}, {} FLOP/cycle/core) for {threads} thread(s) = {:.2}; GEMM kernels: {}",
             flops / 1e6,
-            gflops / p
+            evoattn::cpu::vector_isa(),
+            evoattn::cpu::flops_per_cycle(),
+            gflops / p,
+            evoattn::cpu::gemm_isa()
         ),
         None => text,
     };
     let json = json!({"preset": a.common.preset, "gene": gene.to_string(), "replicas": a.replicas, "steps": a.steps,
                       "tokens_per_s": num(tps), "device": device_name(&device), "threads": threads,
-                      "hardware": match device { candle_core::Device::Cpu => evoattn::cpu::cpu_model(), _ => device_name(&device) },
+                      "hardware": match device { candle_core::Device::Cpu => evoattn::cpu::hardware(), _ => device_name(&device) },
                       "flops_per_token": num(flops), "gflops": num(gflops),
-                      "peak_gflops": peak.map(num), "fraction_of_peak": peak.map(|p| num(gflops / p))});
+                      "peak_gflops": peak.map(num), "fraction_of_peak": peak.map(|p| num(gflops / p)),
+                      "vector_isa": evoattn::cpu::vector_isa(), "flops_per_cycle": evoattn::cpu::flops_per_cycle(),
+                      "gemm_isa": evoattn::cpu::gemm_isa(), "cpu_mhz": evoattn::cpu::cpu_mhz()});
     output::print(
         &Plain {
             json: vec![json],

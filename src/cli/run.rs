@@ -162,7 +162,7 @@ pub fn run(a: &RunArgs, threads_per_job: usize, jobs: usize) -> Result<()> {
     );
     let start = Instant::now();
     let hardware = match &device {
-        candle_core::Device::Cpu => evoattn::cpu::cpu_model(),
+        candle_core::Device::Cpu => evoattn::cpu::hardware(),
         _ => evoattn::cpu::gpu_name(
             a.device
                 .strip_prefix("cuda:")
