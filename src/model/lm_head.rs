@@ -7,6 +7,12 @@
 //! is reused across steps, the per-row NLL in two vectorised passes, and in the backward
 //! turns the buffer into `G = (softmax − onehot)·g` in place and calls the GEMM kernel
 //! directly for `∂h = G·E` and `∂E = Gᵀ·h`. Other devices and dtypes use the composite path.
+//!
+//! When the caller knows the gradient every row will receive (a mean over tokens:
+//! [`lm_head_nll_scaled`]), the forward computes G right after each row's log-sum-exp,
+//! while the row is still in cache, with the same operations as the backward would (so the
+//! result is bit-identical), and the backward skips its pass over the `[N, V]` buffer (a
+//! read and a write of 272 MB per replica and step at the `seed` preset).
 
 use super::kernels::{contiguous_f32, row_max, row_softmax_scaled, row_sum_exp};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
@@ -77,11 +83,15 @@ struct Saved {
     logits: Vec<f32>,
     lse: Vec<f32>,
     dims: (usize, usize, usize, usize), // R, N, V, d
+    /// `Some(g)`: `logits` already holds G for a gradient of g at every row.
+    prescaled: Option<f32>,
 }
 
 /// NLL per row of `h·Eᵀ` at the targets.
 struct LmHeadNll {
     saved: Mutex<Option<Saved>>,
+    /// The gradient every row is expected to receive, when G is to be formed in the forward.
+    grad_scale: Option<f32>,
 }
 
 impl Drop for LmHeadNll {
@@ -142,21 +152,26 @@ impl CustomOp3 for LmHeadNll {
         }
         let mut loss = vec![0f32; r * n];
         let mut lse = vec![0f32; r * n];
-        let rows = &logits[..r * n * v];
-        loss.par_iter_mut()
-            .zip(lse.par_iter_mut())
+        let grad_scale = self.grad_scale;
+        logits[..r * n * v]
+            .par_chunks_mut(v)
+            .zip(loss.par_iter_mut().zip(lse.par_iter_mut()))
             .enumerate()
-            .for_each(|(row, (lo, ls))| {
-                let z = &rows[row * v..(row + 1) * v];
+            .for_each(|(row, (z, (lo, ls)))| {
                 let m = row_max(z);
                 let l = m + row_sum_exp(z, m).ln();
                 *ls = l;
-                *lo = l - z[t[row] as usize];
+                let target = t[row] as usize;
+                *lo = l - z[target];
+                if let Some(g) = grad_scale {
+                    softmax_minus_onehot(z, l, g, target);
+                }
             });
         *self.saved.lock().expect("saved lock") = Some(Saved {
             logits,
             lse,
             dims: (r, n, v, d),
+            prescaled: grad_scale,
         });
         Ok((CpuStorage::F32(loss), Shape::from((r, n))))
     }
@@ -176,15 +191,27 @@ impl CustomOp3 for LmHeadNll {
         let (r, n, v, d) = saved.dims;
         let g: Vec<f32> = grad.flatten_all()?.to_vec1()?;
         let t: Vec<u32> = targets.flatten_all()?.to_vec1()?;
-        // G = (softmax − onehot)·g, in place.
+        // G = (softmax − onehot)·g, in place (unless the forward formed it).
         let lse = &saved.lse;
-        saved.logits[..r * n * v]
-            .par_chunks_mut(v)
-            .enumerate()
-            .for_each(|(row, z)| {
-                row_softmax_scaled(z, lse[row], g[row]);
-                z[t[row] as usize] -= g[row];
-            });
+        match saved.prescaled {
+            Some(g0) if g.iter().all(|&x| x.to_bits() == g0.to_bits()) => {}
+            Some(g0) => {
+                // The caller's promise was broken: rescale (correct, but not bit-identical
+                // to forming G from the logits).
+                saved.logits[..r * n * v]
+                    .par_chunks_mut(v)
+                    .enumerate()
+                    .for_each(|(row, z)| {
+                        let k = g[row] / g0;
+                        z.iter_mut().for_each(|x| *x *= k);
+                    });
+            }
+            None => saved.logits[..r * n * v]
+                .par_chunks_mut(v)
+                .enumerate()
+                .for_each(|(row, z)| softmax_minus_onehot(z, lse[row], g[row], t[row] as usize)),
+        }
+        saved.prescaled = None;
         let (hs, hl) = h.storage_and_layout();
         let (es, el) = e.storage_and_layout();
         let (Storage::Cpu(hs), Storage::Cpu(es)) = (&*hs, &*es) else {
@@ -227,12 +254,38 @@ impl CustomOp3 for LmHeadNll {
     }
 }
 
+/// A row of logits z (log-sum-exp l, target `target`) into G = (softmax − onehot)·g.
+fn softmax_minus_onehot(z: &mut [f32], l: f32, g: f32, target: usize) {
+    row_softmax_scaled(z, l, g);
+    z[target] -= g;
+}
+
 /// Per-row NLL `[R, N]` of the tied output layer: logits `h·Eᵀ` (h `[R, N, d]`, E `[R, V, d]`)
 /// at `targets` `[R, N]` (u32), differentiable w.r.t. h and E.
 pub fn lm_head_nll(h: &Tensor, emb: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    nll(h, emb, targets, None)
+}
+
+/// [`lm_head_nll`] for a caller whose every row will receive the gradient `grad_scale`
+/// (e.g. `1/N` for a mean over N tokens): on the CPU the forward then also forms the
+/// backward's `(softmax − onehot)·g` while each row is in cache (bit-identical to
+/// [`lm_head_nll`]'s gradients; a different gradient is still handled correctly, by
+/// rescaling). Without gradient tracking (evaluation) it is [`lm_head_nll`].
+pub fn lm_head_nll_scaled(
+    h: &Tensor,
+    emb: &Tensor,
+    targets: &Tensor,
+    grad_scale: f32,
+) -> Result<Tensor> {
+    let tracked = h.track_op() || emb.track_op();
+    nll(h, emb, targets, tracked.then_some(grad_scale))
+}
+
+fn nll(h: &Tensor, emb: &Tensor, targets: &Tensor, grad_scale: Option<f32>) -> Result<Tensor> {
     if h.device().is_cpu() && h.dtype() == DType::F32 {
         let op = LmHeadNll {
             saved: Mutex::new(None),
+            grad_scale,
         };
         return h
             .contiguous()?
@@ -299,6 +352,62 @@ mod tests {
         // A second forward reuses the pooled buffer and still agrees.
         let again = lm_head_nll(h.as_tensor(), e.as_tensor(), &t).unwrap();
         assert!(max_abs_diff(&again, &comp) < 1e-5);
+    }
+
+    /// The gradients with G formed in the forward are bit-identical to forming it in the
+    /// backward, for the promised gradient; another gradient is still right (rescaled).
+    #[test]
+    fn prescaled_backward_is_bit_identical() {
+        let dev = Device::Cpu;
+        let (r, n, v, d) = (2, 16, 301, 8);
+        let h = Var::from_tensor(&Tensor::randn(0f32, 1.0, (r, n, d), &dev).unwrap()).unwrap();
+        let e = Var::from_tensor(&Tensor::randn(0f32, 1.0, (r, v, d), &dev).unwrap()).unwrap();
+        let t = Tensor::from_vec(
+            (0..(r * n) as u32)
+                .map(|i| (i * 13) % v as u32)
+                .collect::<Vec<_>>(),
+            (r, n),
+            &dev,
+        )
+        .unwrap();
+        let scale = 1.0 / n as f64;
+        let grads = |prescale: Option<f32>, extra: f64| {
+            let rows = match prescale {
+                Some(g) => lm_head_nll_scaled(h.as_tensor(), e.as_tensor(), &t, g),
+                None => lm_head_nll(h.as_tensor(), e.as_tensor(), &t),
+            }
+            .unwrap();
+            let loss = rows.sum(1).unwrap().affine(scale * extra, 0.0).unwrap();
+            let g = loss.sum_all().unwrap().backward().unwrap();
+            let bits = |x: &Tensor| -> Vec<u32> {
+                x.flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f.to_bits())
+                    .collect()
+            };
+            (
+                rows.to_vec2::<f32>().unwrap(),
+                bits(g.get(&h).unwrap()),
+                bits(g.get(&e).unwrap()),
+                g.get(&h).unwrap().clone(),
+            )
+        };
+        let plain = grads(None, 1.0);
+        let pre = grads(Some(scale as f32), 1.0);
+        assert_eq!(plain.0, pre.0, "loss rows");
+        assert_eq!(plain.1, pre.1, "∂h not bit-identical");
+        assert_eq!(plain.2, pre.2, "∂E not bit-identical");
+        // a gradient of 3× the promised one: rescaled, equal to rounding
+        let plain3 = grads(None, 3.0);
+        let pre3 = grads(Some(scale as f32), 3.0);
+        assert!(
+            max_abs_diff(&plain3.3, &pre3.3)
+                < 1e-6 * (1.0 + crate::model::kernels::max_abs(&plain3.3))
+        );
+        assert_ne!(plain3.1, plain.1);
     }
 
     #[test]

@@ -205,6 +205,16 @@ impl Transformer {
         lm_head::lm_head_nll(&x, self.params.get("tok_emb"), &targets.reshape((r, n))?)?.sum(1)
     }
 
+    /// [`Self::nll_sum`] for a loss whose gradient reaches every token's NLL as
+    /// `grad_scale` ([`lm_head::lm_head_nll_scaled`]: the backward's pass over the logits
+    /// moves into the forward, with bit-identical gradients).
+    fn nll_sum_scaled(&self, ids: &Tensor, targets: &Tensor, grad_scale: f32) -> Result<Tensor> {
+        let x = self.hidden(ids)?;
+        let (r, n, _) = x.dims3()?;
+        let t = targets.reshape((r, n))?;
+        lm_head::lm_head_nll_scaled(&x, self.params.get("tok_emb"), &t, grad_scale)?.sum(1)
+    }
+
     /// Final hidden states `[R, B·T, d]` (after the last LayerNorm) for ids `[R, B, T]`.
     pub fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
         let (r, b, t) = ids.dims3()?;
@@ -254,6 +264,10 @@ impl Transformer {
     /// Per-replica mean cross-entropy `[R]` of predicting `targets` `[R, B, T]` from `ids`.
     pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
         let tokens = targets.dim(1)? * targets.dim(2)?;
-        self.nll_sum(ids, targets)?.affine(1.0 / tokens as f64, 0.0)
+        let scale = 1.0 / tokens as f64;
+        // candle's backward of affine(scale, 0) turns a unit gradient into `scale as f32`,
+        // and that of sum(1) hands it to every row unchanged.
+        self.nll_sum_scaled(ids, targets, scale as f32)?
+            .affine(scale, 0.0)
     }
 }
