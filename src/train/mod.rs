@@ -12,6 +12,7 @@
 
 pub mod checkpoint;
 pub mod config;
+mod fused_adamw;
 pub mod memory;
 
 use crate::data::batch::{eval_windows, BatchStream};
@@ -169,15 +170,63 @@ impl AdamW {
         cfg: &TrainConfig,
         lr: f64,
     ) -> candle_core::Result<()> {
+        self.step_with(
+            model,
+            grads,
+            coef,
+            live,
+            cfg,
+            lr,
+            !crate::model::kernels::reference_kernels(),
+        )
+    }
+
+    /// [`Self::step`], with `fused` choosing [`fused_adamw`] for contiguous f32 CPU
+    /// parameters (bit-identical to the composite update below, which other devices use).
+    #[allow(clippy::too_many_arguments)]
+    fn step_with(
+        &mut self,
+        model: &Transformer,
+        grads: &candle_core::backprop::GradStore,
+        coef: &Tensor,
+        live: &Tensor,
+        cfg: &TrainConfig,
+        lr: f64,
+        fused: bool,
+    ) -> candle_core::Result<()> {
         self.t += 1;
         let bc1 = 1.0 - cfg.beta1.powi(self.t);
         let bc2 = 1.0 - cfg.beta2.powi(self.t);
+        let (coef_h, live_h) = (coef.to_vec1::<f32>()?, live.to_vec1::<f32>()?);
+        let reps = fused_adamw::Replicas {
+            coef: &coef_h,
+            live: &live_h,
+        };
         for (i, (spec, var)) in model.params.iter().enumerate() {
             let Some(g) = grads.get(var) else { continue };
             // Gradients that candle stores for variables still carry op history into the
             // forward graph; without detaching, m and v would chain every step's graph
             // together (a leak of ~40 MB per step on the cpu preset).
             let g = g.detach();
+            let p = var.as_tensor();
+            let cpu_f32 =
+                |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous();
+            if fused && cpu_f32(p) && cpu_f32(&self.m[i]) && cpu_f32(&self.v[i]) {
+                let h = fused_adamw::Hyper {
+                    b1: cfg.beta1 as f32,
+                    one_minus_b1: (1.0 - cfg.beta1) as f32,
+                    b2: cfg.beta2 as f32,
+                    one_minus_b2: (1.0 - cfg.beta2) as f32,
+                    inv_bc1: (1.0 / bc1) as f32,
+                    inv_bc2: (1.0 / bc2) as f32,
+                    eps: cfg.eps as f32,
+                    weight_decay: (spec.decays() && cfg.weight_decay > 0.0)
+                        .then_some(cfg.weight_decay as f32),
+                    lr: lr as f32,
+                };
+                fused_adamw::step(p, &g, &self.m[i], &self.v[i], h, &reps)?;
+                continue;
+            }
             let g = &g;
             let shape = bshape(var.as_tensor());
             let live_b = live.reshape(shape.clone())?;
@@ -843,6 +892,86 @@ mod tests {
         }
         for (m, v) in opt.m.iter().zip(&opt.v) {
             assert!(!m.track_op() && !v.track_op(), "optimizer state tracks ops");
+        }
+    }
+
+    /// The fused CPU update gives the same bits as the composite one, for clipped, frozen
+    /// (with a NaN gradient) and live replicas, decayed and undecayed parameters.
+    #[test]
+    fn fused_adamw_is_bit_identical_to_the_composite_update() {
+        let cfg = ModelConfig {
+            vocab_size: 40,
+            d_model: 16,
+            n_layers: 2,
+            n_heads: 2,
+            seq_len: 6,
+        };
+        let dev = Device::Cpu;
+        let gene: Gene = "dot+alpha_entmax+highway+learned".parse().unwrap();
+        let models: Vec<Transformer> = (0..2)
+            .map(|_| Transformer::new(gene, cfg.clone(), &[1, 2, 3], DType::F32, &dev).unwrap())
+            .collect();
+        let x = Tensor::from_vec(
+            (0..36u32).map(|i| (i * 7) % 40).collect::<Vec<_>>(),
+            (3, 2, 6),
+            &dev,
+        )
+        .unwrap();
+        let mut tc = Preset::Smoke.config();
+        tc.weight_decay = 0.1;
+        let mut opts = [
+            AdamW::new(&models[0]).unwrap(),
+            AdamW::new(&models[1]).unwrap(),
+        ];
+        let bits = |t: &Tensor| -> Vec<u32> {
+            t.flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        for step in 0..4 {
+            let coef = Tensor::new(&[1.0f32, 0.37, 1.0], &dev).unwrap();
+            let live =
+                Tensor::new(&[1.0f32, 1.0, if step >= 2 { 0.0 } else { 1.0 }], &dev).unwrap();
+            for (k, (model, opt)) in models.iter().zip(opts.iter_mut()).enumerate() {
+                if step == 2 {
+                    poison_replica(model, 2).unwrap(); // replica 2's gradients become NaN
+                }
+                let grads = model
+                    .loss(&x, &x)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                opt.step_with(model, &grads, &coef, &live, &tc, 3e-3, k == 0)
+                    .unwrap();
+            }
+            for (((_, a), (_, b)), i) in models[0]
+                .params
+                .iter()
+                .zip(models[1].params.iter())
+                .zip(0..)
+            {
+                assert_eq!(
+                    bits(a.as_tensor()),
+                    bits(b.as_tensor()),
+                    "step {step}: parameter {i}"
+                );
+                assert_eq!(
+                    bits(&opts[0].m[i]),
+                    bits(&opts[1].m[i]),
+                    "step {step}: m {i}"
+                );
+                assert_eq!(
+                    bits(&opts[0].v[i]),
+                    bits(&opts[1].v[i]),
+                    "step {step}: v {i}"
+                );
+            }
         }
     }
 
