@@ -123,10 +123,12 @@ pub fn gemm_isa() -> &'static str {
 
 /// f32 FLOPs per cycle per core at the FMA peak of this CPU's widest vector ISA
 /// ([`vector_isa`]), counting an FMA as two FLOPs and two FMA units per core:
-/// - AVX-512: 64 (two 16-lane units, as on Intel Xeon Gold/Platinum since Skylake-SP and AMD
-///   Zen 5); 32 on AMD Zen 4 (family 25), which executes 512-bit FMAs in two halves. Intel
-///   parts with one 512-bit unit (some Xeon Silver/Bronze) peak at half this, which
-///   cpuid does not reveal;
+/// - AVX-512: 64 (two 16-lane units, as on Intel Xeon Gold/Platinum since Skylake-SP and
+///   Sapphire Rapids, and AMD Zen 5 desktop/server parts); 32 on AMD Zen 4 (family 25),
+///   which executes 512-bit FMAs in two halves. Parts with one 512-bit unit (some Xeon
+///   Silver/Bronze, Intel client cores from Ice Lake to Rocket Lake, Xeon E/W) or Zen 5's
+///   256-bit mobile datapath peak at half this, which CPUID does not reveal (and virtual
+///   machines may mask the model), so the estimate can be 2× high there;
 /// - AVX2 + FMA: 32 (two 8-lane units);
 /// - otherwise 8 (SSE2: 4 lanes, separate add and multiply).
 pub fn flops_per_cycle() -> f64 {

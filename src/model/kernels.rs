@@ -65,6 +65,8 @@ pub(crate) trait Real: candle_core::WithDType + std::ops::Neg<Output = Self> {
     const EPS: Self;
     /// The smallest argument passed to [`Real::ln`] (keeps subnormals out).
     const TINY: Self;
+    /// The largest finite value.
+    const HUGE: Self;
     fn exp(self) -> Self;
     fn ln(self) -> Self;
     fn tanh(self) -> Self;
@@ -86,6 +88,7 @@ impl Real for f32 {
     const ONE: f32 = 1.0;
     const EPS: f32 = f32::EPSILON;
     const TINY: f32 = 1e-30;
+    const HUGE: f32 = f32::MAX;
     #[inline(always)]
     fn exp(self) -> f32 {
         fast_exp(self)
@@ -105,6 +108,7 @@ impl Real for f64 {
     const ONE: f64 = 1.0;
     const EPS: f64 = f64::EPSILON;
     const TINY: f64 = 1e-300;
+    const HUGE: f64 = f64::MAX;
     #[inline(always)]
     fn exp(self) -> f64 {
         f64::exp(self)

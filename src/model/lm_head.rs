@@ -184,8 +184,9 @@ impl CustomOp3 for LmHeadNll {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let mut guard = self.saved.lock().expect("saved lock");
-        let Some(saved) = guard.as_mut() else {
+        // Taken, not borrowed: a second backward would find G where it expects logits.
+        let taken = self.saved.lock().expect("saved lock").take();
+        let Some(mut saved) = taken else {
             candle_core::bail!("lm head backward called twice or without a forward");
         };
         let (r, n, v, d) = saved.dims;
@@ -211,7 +212,6 @@ impl CustomOp3 for LmHeadNll {
                 .enumerate()
                 .for_each(|(row, z)| softmax_minus_onehot(z, lse[row], g[row], t[row] as usize)),
         }
-        saved.prescaled = None;
         let (hs, hl) = h.storage_and_layout();
         let (es, el) = e.storage_and_layout();
         let (Storage::Cpu(hs), Storage::Cpu(es)) = (&*hs, &*es) else {
@@ -245,6 +245,7 @@ impl CustomOp3 for LmHeadNll {
                 );
             }
         }
+        give_buffer(saved.logits);
         let dev = h.device();
         Ok((
             Some(Tensor::from_vec(gh, (r, n, d), dev)?),
@@ -277,8 +278,10 @@ pub fn lm_head_nll_scaled(
     targets: &Tensor,
     grad_scale: f32,
 ) -> Result<Tensor> {
-    let tracked = h.track_op() || emb.track_op();
-    nll(h, emb, targets, tracked.then_some(grad_scale))
+    // (a zero, subnormal or non-finite scale could not be divided out again if the
+    // gradient turned out different)
+    let prescale = (h.track_op() || emb.track_op()) && grad_scale.is_normal();
+    nll(h, emb, targets, prescale.then_some(grad_scale))
 }
 
 fn nll(h: &Tensor, emb: &Tensor, targets: &Tensor, grad_scale: Option<f32>) -> Result<Tensor> {
@@ -408,6 +411,32 @@ mod tests {
                 < 1e-6 * (1.0 + crate::model::kernels::max_abs(&plain3.3))
         );
         assert_ne!(plain3.1, plain.1);
+    }
+
+    /// A second backward of the same op is an error, not silently wrong gradients.
+    #[test]
+    fn second_backward_is_an_error() {
+        use candle_core::{CustomOp3, DType};
+        let dev = Device::Cpu;
+        let h = Tensor::randn(0f32, 1.0, (1, 3, 4), &dev).unwrap();
+        let e = Tensor::randn(0f32, 1.0, (1, 5, 4), &dev).unwrap();
+        let t = Tensor::from_vec(vec![0u32, 4, 2], (1, 3), &dev).unwrap();
+        let op = LmHeadNll {
+            saved: Mutex::new(None),
+            grad_scale: None,
+        };
+        let (hs, hl) = h.storage_and_layout();
+        let (es, el) = e.storage_and_layout();
+        let (ts, tl) = t.storage_and_layout();
+        let (Storage::Cpu(hs), Storage::Cpu(es), Storage::Cpu(ts)) = (&*hs, &*es, &*ts) else {
+            unreachable!()
+        };
+        op.cpu_fwd(hs, hl, es, el, ts, tl).unwrap();
+        let res = Tensor::zeros((1, 3), DType::F32, &dev).unwrap();
+        let g = Tensor::ones((1, 3), DType::F32, &dev).unwrap();
+        assert!(op.bwd(&h, &e, &t, &res, &g).is_ok());
+        let err = op.bwd(&h, &e, &t, &res, &g).unwrap_err().to_string();
+        assert!(err.contains("called twice"), "{err}");
     }
 
     #[test]
