@@ -145,9 +145,9 @@ impl InplaceOp3 for Update<'_> {
                 let vh = vv * h.inv_bc2 + 0.0;
                 let mut upd = mh / (vh.sqrt() * 1.0 + h.eps);
                 if let Some(wd) = h.weight_decay {
-                    upd = upd + (*x * wd + 0.0);
+                    upd += *x * wd + 0.0;
                 }
-                *x = *x - ((upd * live) * h.lr + 0.0);
+                *x -= (upd * live) * h.lr + 0.0;
             }
         });
         Ok(())

@@ -909,7 +909,7 @@ mod tests {
         let dev = Device::Cpu;
         let gene: Gene = "dot+alpha_entmax+highway+learned".parse().unwrap();
         let models: Vec<Transformer> = (0..2)
-            .map(|_| Transformer::new(gene, cfg.clone(), &[1, 2, 3], DType::F32, &dev).unwrap())
+            .map(|_| Transformer::new(gene, cfg, &[1, 2, 3], DType::F32, &dev).unwrap())
             .collect();
         let x = Tensor::from_vec(
             (0..36u32).map(|i| (i * 7) % 40).collect::<Vec<_>>(),
