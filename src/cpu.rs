@@ -38,16 +38,19 @@ pub fn init_threads(threads: usize) {
         .build_global();
 }
 
+/// The value of the first `/proc/cpuinfo` line starting with `key` (the first core's),
+/// whitespace-normalised.
+fn cpuinfo_field(key: &str) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
 /// The CPU's model name (`model name` in `/proc/cpuinfo`), else the architecture.
 pub fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>().join(" "))
-        })
+    cpuinfo_field("model name")
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| format!("{} (model unknown)", std::env::consts::ARCH))
 }
@@ -89,11 +92,7 @@ pub fn peak_gflops(threads: usize) -> Option<f64> {
 
 /// The clock `/proc/cpuinfo` reports for the first core, in MHz.
 pub fn cpu_mhz() -> Option<f64> {
-    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    info.lines()
-        .find(|l| l.starts_with("cpu MHz"))
-        .and_then(|l| l.split_once(':'))
-        .and_then(|(_, v)| v.trim().parse().ok())
+    cpuinfo_field("cpu MHz")?.parse().ok()
 }
 
 /// The widest f32 FMA vector ISA of this CPU: `"avx512f"`, `"avx2+fma"` or `"baseline"`.
@@ -142,17 +141,10 @@ pub fn flops_per_cycle() -> f64 {
 
 /// The CPU family of an AMD CPU (`cpu family` in `/proc/cpuinfo`), `None` for other vendors.
 fn amd_family() -> Option<u32> {
-    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let field = |key: &str| {
-        info.lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-    };
-    if field("vendor_id")? != "AuthenticAMD" {
+    if cpuinfo_field("vendor_id")? != "AuthenticAMD" {
         return None;
     }
-    field("cpu family")?.parse().ok()
+    cpuinfo_field("cpu family")?.parse().ok()
 }
 
 #[cfg(test)]

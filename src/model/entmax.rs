@@ -163,20 +163,24 @@ fn backward_rows<F: Real>(p: &[F], g: &[F], alpha: &[F], out: &mut [F], tk: usiz
         let am1 = a.to_f64() - 1.0;
         let e = 1.0 / am1;
         let two_m_a = F::from_f64(2.0) - a;
-        // s = p^{2−α} in F for ∂z (relative error ~ε, as its inputs).
-        for (oj, &pj) in o.iter_mut().zip(pr) {
+        // s = p^{2−α} in F for ∂z (relative error ~ε, as its inputs), with Σs and Σs·g (for
+        // q, so that Σ ∂z = 0 to rounding) and Σp.
+        let (mut ssf, mut sgf, mut total) = (0f64, 0f64, 0f64);
+        for ((oj, &pj), &gj) in o.iter_mut().zip(pr).zip(gr) {
             *oj = if pj > F::ZERO {
                 (two_m_a * (if pj > F::TINY { pj } else { F::TINY }).ln()).exp()
             } else {
                 F::ZERO
             };
+            ssf += oj.to_f64();
+            sgf += oj.to_f64() * gj.to_f64();
+            total += pj.to_f64();
         }
         // ∂α is a difference of nearly equal terms scaled by e² when α → 1: its sums are
         // taken in f64 with s = p̂^{2−α} and ln p̂ recomputed in f64 from p̂ = p / Σp (an f32
         // s, or Σp = 1 ± ε, would be amplified by e²; 2500 at α = 1.02). Normalising p is
         // the gradient at the distribution the forward represents; it does not change the
         // f64 path beyond rounding.
-        let total: f64 = pr.iter().map(|&pj| pj.to_f64()).sum();
         let (mut ss, mut sg, mut gp, mut gpl, mut h) = (0f64, 0f64, 0f64, 0f64, 0f64);
         for (&pj, &gj) in pr.iter().zip(gr) {
             if pj > F::ZERO {
@@ -192,12 +196,7 @@ fn backward_rows<F: Real>(p: &[F], g: &[F], alpha: &[F], out: &mut [F], tk: usiz
             }
         }
         let q = sg / ss;
-        // ∂z = s ⊙ (g − q) with q from the f32 s, so that Σ ∂z = 0 to rounding.
-        let (mut ssf, mut sgf) = (0f64, 0f64);
-        for (&sj, &gj) in o[..tk].iter().zip(gr) {
-            ssf += sj.to_f64();
-            sgf += sj.to_f64() * gj.to_f64();
-        }
+        // ∂z = s ⊙ (g − q_f32).
         let qf = F::from_f64(sgf / ssf);
         for (oj, &gj) in o[..tk].iter_mut().zip(gr) {
             *oj *= gj - qf;

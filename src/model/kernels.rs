@@ -244,6 +244,13 @@ crate::multiversion! {
     }
 }
 
+/// The bit patterns of an f32 tensor's values, for bit-identity tests.
+#[cfg(test)]
+pub(crate) fn bits(t: &candle_core::Tensor) -> Vec<u32> {
+    let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 /// Largest absolute elementwise difference of two tensors (compared in f64); for tests.
 #[cfg(test)]
 pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f64 {

@@ -306,23 +306,23 @@ fn nll(h: &Tensor, emb: &Tensor, targets: &Tensor, grad_scale: Option<f32>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::kernels::max_abs_diff;
+    use crate::model::kernels::{bits, max_abs_diff};
     use candle_core::{Device, Var};
+
+    /// Random h `[r, n, d]` and E `[r, v, d]` as variables, and targets `i·step mod v`.
+    fn inputs(r: usize, n: usize, v: usize, d: usize, step: u32) -> (Var, Var, Tensor) {
+        let dev = Device::Cpu;
+        let h = Var::from_tensor(&Tensor::randn(0f32, 1.0, (r, n, d), &dev).unwrap()).unwrap();
+        let e = Var::from_tensor(&Tensor::randn(0f32, 1.0, (r, v, d), &dev).unwrap()).unwrap();
+        let ids: Vec<u32> = (0..(r * n) as u32).map(|i| (i * step) % v as u32).collect();
+        (h, e, Tensor::from_vec(ids, (r, n), &dev).unwrap())
+    }
 
     #[test]
     fn fused_head_matches_composite_in_value_and_gradients() {
         let dev = Device::Cpu;
-        let (r, n, v, d) = (2, 9, 37, 6);
-        let h = Var::from_tensor(&Tensor::randn(0f32, 1.0, (r, n, d), &dev).unwrap()).unwrap();
-        let e = Var::from_tensor(&Tensor::randn(0f32, 1.0, (r, v, d), &dev).unwrap()).unwrap();
-        let t = Tensor::from_vec(
-            (0..(r * n) as u32)
-                .map(|i| (i * 7) % v as u32)
-                .collect::<Vec<_>>(),
-            (r, n),
-            &dev,
-        )
-        .unwrap();
+        let (r, n) = (2, 9);
+        let (h, e, t) = inputs(r, n, 37, 6, 7);
         let w = Tensor::randn(0f32, 1.0, (r, n), &dev).unwrap();
         let fused = lm_head_nll(h.as_tensor(), e.as_tensor(), &t).unwrap();
         let gf = fused
@@ -361,18 +361,8 @@ mod tests {
     /// backward, for the promised gradient; another gradient is still right (rescaled).
     #[test]
     fn prescaled_backward_is_bit_identical() {
-        let dev = Device::Cpu;
-        let (r, n, v, d) = (2, 16, 301, 8);
-        let h = Var::from_tensor(&Tensor::randn(0f32, 1.0, (r, n, d), &dev).unwrap()).unwrap();
-        let e = Var::from_tensor(&Tensor::randn(0f32, 1.0, (r, v, d), &dev).unwrap()).unwrap();
-        let t = Tensor::from_vec(
-            (0..(r * n) as u32)
-                .map(|i| (i * 13) % v as u32)
-                .collect::<Vec<_>>(),
-            (r, n),
-            &dev,
-        )
-        .unwrap();
+        let n = 16;
+        let (h, e, t) = inputs(2, n, 301, 8, 13);
         let scale = 1.0 / n as f64;
         let grads = |prescale: Option<f32>, extra: f64| {
             let rows = match prescale {
@@ -382,15 +372,6 @@ mod tests {
             .unwrap();
             let loss = rows.sum(1).unwrap().affine(scale * extra, 0.0).unwrap();
             let g = loss.sum_all().unwrap().backward().unwrap();
-            let bits = |x: &Tensor| -> Vec<u32> {
-                x.flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap()
-                    .iter()
-                    .map(|f| f.to_bits())
-                    .collect()
-            };
             (
                 rows.to_vec2::<f32>().unwrap(),
                 bits(g.get(&h).unwrap()),

@@ -146,6 +146,9 @@ struct AdamW {
     m: Vec<Tensor>,
     v: Vec<Tensor>,
     t: i32,
+    /// [`fused_adamw`] for contiguous f32 CPU parameters (bit-identical to the composite
+    /// update, which other devices, `EVOATTN_REFERENCE_KERNELS=1` and a test use).
+    fused: bool,
 }
 
 impl AdamW {
@@ -156,7 +159,8 @@ impl AdamW {
             m.push(var.as_tensor().zeros_like()?);
             v.push(var.as_tensor().zeros_like()?);
         }
-        Ok(AdamW { m, v, t: 0 })
+        let fused = !crate::model::kernels::reference_kernels();
+        Ok(AdamW { m, v, t: 0, fused })
     }
 
     /// One step. `coef[r]` multiplies replica r's gradient (the clip factor, 0 when the
@@ -165,43 +169,28 @@ impl AdamW {
         &mut self,
         model: &Transformer,
         grads: &candle_core::backprop::GradStore,
-        coef: &Tensor,
-        live: &Tensor,
+        coef: &[f32],
+        live: &[f32],
         cfg: &TrainConfig,
         lr: f64,
-    ) -> candle_core::Result<()> {
-        self.step_with(
-            model,
-            grads,
-            coef,
-            live,
-            cfg,
-            lr,
-            !crate::model::kernels::reference_kernels(),
-        )
-    }
-
-    /// [`Self::step`], with `fused` choosing [`fused_adamw`] for contiguous f32 CPU
-    /// parameters (bit-identical to the composite update below, which other devices use).
-    #[allow(clippy::too_many_arguments)]
-    fn step_with(
-        &mut self,
-        model: &Transformer,
-        grads: &candle_core::backprop::GradStore,
-        coef: &Tensor,
-        live: &Tensor,
-        cfg: &TrainConfig,
-        lr: f64,
-        fused: bool,
     ) -> candle_core::Result<()> {
         self.t += 1;
         let bc1 = 1.0 - cfg.beta1.powi(self.t);
         let bc2 = 1.0 - cfg.beta2.powi(self.t);
-        let (coef_h, live_h) = (coef.to_vec1::<f32>()?, live.to_vec1::<f32>()?);
-        let reps = fused_adamw::Replicas {
-            coef: &coef_h,
-            live: &live_h,
+        let reps = fused_adamw::Replicas { coef, live };
+        let hyper = fused_adamw::Hyper {
+            b1: cfg.beta1 as f32,
+            one_minus_b1: (1.0 - cfg.beta1) as f32,
+            b2: cfg.beta2 as f32,
+            one_minus_b2: (1.0 - cfg.beta2) as f32,
+            inv_bc1: (1.0 / bc1) as f32,
+            inv_bc2: (1.0 / bc2) as f32,
+            eps: cfg.eps as f32,
+            weight_decay: None,
+            lr: lr as f32,
         };
+        // The composite update's per-replica tensors, made on first use.
+        let mut masks: Option<(Tensor, Tensor)> = None;
         for (i, (spec, var)) in model.params.iter().enumerate() {
             let Some(g) = grads.get(var) else { continue };
             // Gradients that candle stores for variables still carry op history into the
@@ -209,26 +198,24 @@ impl AdamW {
             // together (a leak of ~40 MB per step on the cpu preset).
             let g = g.detach();
             let p = var.as_tensor();
+            let decays = spec.decays() && cfg.weight_decay > 0.0;
             let cpu_f32 =
                 |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous();
-            if fused && cpu_f32(p) && cpu_f32(&self.m[i]) && cpu_f32(&self.v[i]) {
+            if self.fused && cpu_f32(p) && cpu_f32(&self.m[i]) && cpu_f32(&self.v[i]) {
                 let h = fused_adamw::Hyper {
-                    b1: cfg.beta1 as f32,
-                    one_minus_b1: (1.0 - cfg.beta1) as f32,
-                    b2: cfg.beta2 as f32,
-                    one_minus_b2: (1.0 - cfg.beta2) as f32,
-                    inv_bc1: (1.0 / bc1) as f32,
-                    inv_bc2: (1.0 / bc2) as f32,
-                    eps: cfg.eps as f32,
-                    weight_decay: (spec.decays() && cfg.weight_decay > 0.0)
-                        .then_some(cfg.weight_decay as f32),
-                    lr: lr as f32,
+                    weight_decay: decays.then_some(cfg.weight_decay as f32),
+                    ..hyper
                 };
                 fused_adamw::step(p, &g, &self.m[i], &self.v[i], h, &reps)?;
                 continue;
             }
+            if masks.is_none() {
+                let on = |x: &[f32]| Tensor::new(x, p.device())?.to_dtype(p.dtype());
+                masks = Some((on(coef)?, on(live)?));
+            }
+            let (coef, live) = masks.as_ref().expect("set above");
             let g = &g;
-            let shape = bshape(var.as_tensor());
+            let shape = bshape(p);
             let live_b = live.reshape(shape.clone())?;
             // Select rather than multiply: a frozen replica's gradient may be NaN.
             let live_u8 = live_b.ne(0.0)?.broadcast_as(g.shape())?;
@@ -238,10 +225,10 @@ impl AdamW {
             let m = ((&self.m[i] * cfg.beta1)? + (&g * (1.0 - cfg.beta1))?)?;
             let v = ((&self.v[i] * cfg.beta2)? + (g.sqr()? * (1.0 - cfg.beta2))?)?;
             let mut upd = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + cfg.eps)?)?;
-            if spec.decays() && cfg.weight_decay > 0.0 {
-                upd = (upd + (var.as_tensor() * cfg.weight_decay)?)?;
+            if decays {
+                upd = (upd + (p * cfg.weight_decay)?)?;
             }
-            let new = (var.as_tensor() - (upd.broadcast_mul(&live_b)? * lr)?)?;
+            let new = (p - (upd.broadcast_mul(&live_b)? * lr)?)?;
             var.set(&new)?;
             self.m[i] = m;
             self.v[i] = v;
@@ -527,13 +514,8 @@ pub fn train(
                 losses[i].push(lv[i]);
             }
         }
-        let live_t = Tensor::from_vec(
-            live.iter().map(|&l| l as u8 as f32).collect::<Vec<_>>(),
-            r,
-            device,
-        )?;
-        let coef_t = Tensor::from_vec(coef, r, device)?;
-        opt.step(&model, &grads, &coef_t, &live_t, cfg, cfg.lr_at(step))?;
+        let live_f: Vec<f32> = live.iter().map(|&l| l as u8 as f32).collect();
+        opt.step(&model, &grads, &coef, &live_f, cfg, cfg.lr_at(step))?;
         drop(grads);
         let dt = t0.elapsed().as_secs_f64();
         train_time += dt;
@@ -879,7 +861,6 @@ mod tests {
         .unwrap();
         let mut opt = AdamW::new(&model).unwrap();
         let tc = Preset::Smoke.config();
-        let ones = Tensor::ones(2, DType::F32, &Device::Cpu).unwrap();
         for _ in 0..2 {
             let grads = model
                 .loss(&x, &x)
@@ -888,7 +869,8 @@ mod tests {
                 .unwrap()
                 .backward()
                 .unwrap();
-            opt.step(&model, &grads, &ones, &ones, &tc, 1e-3).unwrap();
+            opt.step(&model, &grads, &[1.0; 2], &[1.0; 2], &tc, 1e-3)
+                .unwrap();
         }
         for (m, v) in opt.m.iter().zip(&opt.v) {
             assert!(!m.track_op() && !v.track_op(), "optimizer state tracks ops");
@@ -923,20 +905,13 @@ mod tests {
             AdamW::new(&models[0]).unwrap(),
             AdamW::new(&models[1]).unwrap(),
         ];
-        let bits = |t: &Tensor| -> Vec<u32> {
-            t.flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-                .iter()
-                .map(|v| v.to_bits())
-                .collect()
-        };
+        opts[0].fused = true;
+        opts[1].fused = false;
+        let bits = crate::model::kernels::bits;
         for step in 0..4 {
-            let coef = Tensor::new(&[1.0f32, 0.37, 1.0], &dev).unwrap();
-            let live =
-                Tensor::new(&[1.0f32, 1.0, if step >= 2 { 0.0 } else { 1.0 }], &dev).unwrap();
-            for (k, (model, opt)) in models.iter().zip(opts.iter_mut()).enumerate() {
+            let coef = [1.0f32, 0.37, 1.0];
+            let live = [1.0f32, 1.0, if step >= 2 { 0.0 } else { 1.0 }];
+            for (model, opt) in models.iter().zip(opts.iter_mut()) {
                 if step == 2 {
                     poison_replica(model, 2).unwrap(); // replica 2's gradients become NaN
                 }
@@ -947,8 +922,7 @@ mod tests {
                     .unwrap()
                     .backward()
                     .unwrap();
-                opt.step_with(model, &grads, &coef, &live, &tc, 3e-3, k == 0)
-                    .unwrap();
+                opt.step(model, &grads, &coef, &live, &tc, 3e-3).unwrap();
             }
             for (((_, a), (_, b)), i) in models[0]
                 .params
@@ -1005,9 +979,7 @@ mod tests {
             .unwrap();
         let mut opt = AdamW::new(&model).unwrap();
         let tc = Preset::Smoke.config();
-        let zero = Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap();
-        let one = Tensor::ones(1, DType::F32, &Device::Cpu).unwrap();
-        opt.step(&model, &grads, &zero, &one, &tc, 1.0).unwrap();
+        opt.step(&model, &grads, &[0.0], &[1.0], &tc, 1.0).unwrap();
         let mut decayed = 0;
         for ((spec, var), b) in model.params.iter().zip(&before) {
             let after: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
