@@ -212,18 +212,28 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let mcfg = cfg.model(corpus.vocab.len());
     let flops = evoattn::model::Transformer::flops_per_token(gene, &mcfg);
     let gflops = tps * flops / 1e9;
-    let peak = match device {
-        candle_core::Device::Cpu => evoattn::cpu::peak_gflops(threads),
-        _ => None,
+    let (peak, nominal) = match device {
+        candle_core::Device::Cpu => (
+            evoattn::cpu::measured_peak_gflops(threads),
+            evoattn::cpu::peak_gflops(threads),
+        ),
+        _ => (None, None),
     };
     let text = match peak {
         Some(p) => format!(
-            "{text}\n{:.1} MFLOP/token (matmuls, forward + backward): {gflops:.1} GFLOP/s of an estimated {p:.0} GFLOP/s FMA peak ({}, {} FLOP/cycle/core) for {threads} thread(s) = {:.2}; GEMM kernels: {}",
+            "{text}\n{:.1} MFLOP/token (matmuls, forward + backward): {gflops:.1} GFLOP/s = {:.2} of the {p:.0} GFLOP/s FMA peak measured on {threads} thread(s) ({} GEMM kernels){}",
             flops / 1e6,
-            evoattn::cpu::vector_isa(),
-            evoattn::cpu::flops_per_cycle(),
             gflops / p,
-            evoattn::cpu::gemm_isa()
+            evoattn::cpu::gemm_isa(),
+            match nominal {
+                Some(n) => format!(
+                    "; {:.2} of the nominal {n:.0} GFLOP/s ({} FLOP/cycle/core at the reported {:.0} MHz)",
+                    gflops / n,
+                    evoattn::cpu::flops_per_cycle(),
+                    evoattn::cpu::cpu_mhz().unwrap_or(f64::NAN)
+                ),
+                None => String::new(),
+            }
         ),
         None => text,
     };
@@ -232,6 +242,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                       "hardware": match device { candle_core::Device::Cpu => evoattn::cpu::hardware(), _ => device_name(&device) },
                       "flops_per_token": num(flops), "gflops": num(gflops),
                       "peak_gflops": peak.map(num), "fraction_of_peak": peak.map(|p| num(gflops / p)),
+                      "nominal_peak_gflops": nominal.map(num), "fraction_of_nominal_peak": nominal.map(|p| num(gflops / p)),
                       "vector_isa": evoattn::cpu::vector_isa(), "flops_per_cycle": evoattn::cpu::flops_per_cycle(),
                       "gemm_isa": evoattn::cpu::gemm_isa(), "cpu_mhz": evoattn::cpu::cpu_mhz()});
     output::print(
