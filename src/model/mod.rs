@@ -14,6 +14,7 @@
 
 pub mod additive;
 pub mod attention;
+pub mod broadcast;
 pub mod entmax;
 pub mod gelu;
 pub mod kernels;
@@ -187,7 +188,7 @@ impl Transformer {
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
         let y = xc.broadcast_div(&(var + LN_EPS)?.sqrt()?)?;
-        y.broadcast_mul(g)?.broadcast_add(b)
+        broadcast::add(&broadcast::mul(&y, g)?, b)
     }
 
     /// Logits `[R, B·T, V]` for token ids `[R, B, T]` (u32, T ≤ seq_len).
@@ -240,10 +241,7 @@ impl Transformer {
             .reshape((r * v, d))?
             .index_select(&flat_ids, 0)?;
         let pos = self.params.get("pos_emb").narrow(1, 0, t)?.unsqueeze(1)?; // [R,1,T,d]
-        let mut x = tok
-            .reshape((r, b, t, d))?
-            .broadcast_add(&pos)?
-            .reshape((r, b * t, d))?;
+        let mut x = broadcast::add(&tok.reshape((r, b, t, d))?, &pos)?.reshape((r, b * t, d))?;
         let mask = Mask::causal(t, self.dtype, dev)?;
         for layer in 0..self.cfg.n_layers {
             let l = Layer {

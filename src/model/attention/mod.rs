@@ -57,7 +57,7 @@ impl Layer<'_> {
 
     /// `x [R, N, din] · W [R, din, dout] + b [R, 1, dout]` with this layer's `w` and `b`.
     pub fn linear(&self, x: &Tensor, w: &str, b: &str) -> Result<Tensor> {
-        x.matmul(self.get(w))?.broadcast_add(self.get(b))
+        super::broadcast::add(&x.matmul(self.get(w))?, self.get(b))
     }
 
     /// `[R, B·T, d]` → `[R, B, H, T, d_h]`.

@@ -1,0 +1,347 @@
+//! `x + p` and `x · p` for a parameter `p` broadcast over some of `x`'s dims (biases,
+//! LayerNorm gains, position embeddings), with the same values and gradients as candle's
+//! `broadcast_add` / `broadcast_mul`, bit for bit, but a fast backward.
+//!
+//! candle reduces a broadcast operand's gradient over non-trailing dims with a scalar loop
+//! that divides and takes remainders for every element, on one thread: at the `seed`
+//! preset that loop (`Map1::map` in a profile) was the largest cost of the blocks'
+//! backward. Here the reduction walks the gradient row by row (a row: the last dim), finds
+//! each row's place in `p` once, and adds the row into it with vector operations. Every
+//! element of `p`'s gradient still receives its terms in memory order, starting from
+//! zero, as candle's loop adds them, so the sums are the same bits (tested against candle).
+//! Other devices and dtypes use candle's ops.
+
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// `x + p`, `p` broadcast to `x`'s shape (same rank, each dim of `p` 1 or `x`'s).
+pub fn add(x: &Tensor, p: &Tensor) -> Result<Tensor> {
+    apply(x, p, Kind::Add)
+}
+
+/// `x · p`, `p` broadcast to `x`'s shape (same rank, each dim of `p` 1 or `x`'s).
+pub fn mul(x: &Tensor, p: &Tensor) -> Result<Tensor> {
+    apply(x, p, Kind::Mul)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Add,
+    Mul,
+}
+
+fn apply(x: &Tensor, p: &Tensor, kind: Kind) -> Result<Tensor> {
+    let fused = x.device().is_cpu()
+        && x.dtype() == p.dtype()
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+        && x.rank() == p.rank()
+        && x.rank() >= 1
+        && x.shape() != p.shape();
+    if !fused {
+        return match kind {
+            Kind::Add => x.broadcast_add(p),
+            Kind::Mul => x.broadcast_mul(p),
+        };
+    }
+    x.contiguous()?
+        .apply_op2(&p.contiguous()?, Broadcast { kind })
+}
+
+struct Broadcast {
+    kind: Kind,
+}
+
+/// Where each row (last-dim run) of a contiguous tensor of shape `x` lands in a contiguous
+/// tensor of shape `p` broadcast to it: the offset of each row, and whether `p`'s rows are
+/// whole (`p`'s last dim equals `x`'s) or single elements (`p`'s last dim is 1).
+struct RowMap {
+    /// Row length of `x`.
+    d: usize,
+    /// `p`'s offset for each row of `x`.
+    offsets: Vec<usize>,
+    /// `p`'s last dim equals `x`'s (else it is 1).
+    whole: bool,
+}
+
+impl RowMap {
+    fn new(x: &[usize], p: &[usize]) -> Result<Self> {
+        if x.len() != p.len() || x.iter().zip(p).any(|(&a, &b)| b != 1 && b != a) {
+            candle_core::bail!("broadcast: shape {p:?} does not broadcast to {x:?}");
+        }
+        let rank = x.len();
+        let d = x[rank - 1];
+        let rows: usize = x[..rank - 1].iter().product();
+        // p's strides (contiguous), zero where p broadcasts
+        let mut stride = vec![0usize; rank];
+        let mut acc = 1;
+        for i in (0..rank).rev() {
+            stride[i] = if p[i] == 1 { 0 } else { acc };
+            acc *= p[i];
+        }
+        let offsets = (0..rows)
+            .map(|mut r| {
+                let mut off = 0;
+                for i in (0..rank - 1).rev() {
+                    off += (r % x[i]) * stride[i];
+                    r /= x[i];
+                }
+                off
+            })
+            .collect();
+        Ok(RowMap {
+            d,
+            offsets,
+            whole: p[rank - 1] == d,
+        })
+    }
+}
+
+/// Elements of the float types the op runs on.
+trait Elem:
+    Copy + Send + Sync + Default + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self>
+{
+}
+impl Elem for f32 {}
+impl Elem for f64 {}
+
+/// `out[i] = x[i] ∘ p[map(i)]`, with `∘` `+` or `·` (x on the left, as candle computes it).
+fn forward<T: Elem>(x: &[T], p: &[T], map: &RowMap, kind: Kind) -> Vec<T> {
+    let d = map.d;
+    let mut out = vec![T::default(); x.len()];
+    if d == 0 {
+        return out;
+    }
+    out.par_chunks_mut(d)
+        .zip(x.par_chunks(d))
+        .zip(map.offsets.par_iter())
+        .for_each(|((o, x), &off)| {
+            if map.whole {
+                let p = &p[off..off + d];
+                match kind {
+                    Kind::Add => o
+                        .iter_mut()
+                        .zip(x.iter().zip(p))
+                        .for_each(|(o, (&a, &b))| *o = a + b),
+                    Kind::Mul => o
+                        .iter_mut()
+                        .zip(x.iter().zip(p))
+                        .for_each(|(o, (&a, &b))| *o = a * b),
+                }
+            } else {
+                let b = p[off];
+                match kind {
+                    Kind::Add => o.iter_mut().zip(x).for_each(|(o, &a)| *o = a + b),
+                    Kind::Mul => o.iter_mut().zip(x).for_each(|(o, &a)| *o = a * b),
+                }
+            }
+        });
+    out
+}
+
+/// The gradient of `p`: the sum of `g[i]` (or of the products `g[i]·x[i]`, rounded one by
+/// one, when `x` is given) over the elements `i` that `p`'s element broadcast to, each sum
+/// starting at zero and taking its terms in memory order (as candle's reduction does).
+fn reduce<T: Elem>(g: &[T], x: Option<&[T]>, p_len: usize, map: &RowMap) -> Vec<T> {
+    let d = map.d;
+    let mut dst = vec![T::default(); p_len];
+    if d == 0 {
+        return dst;
+    }
+    for (row, &off) in map.offsets.iter().enumerate() {
+        let g = &g[row * d..(row + 1) * d];
+        if map.whole {
+            let dst = &mut dst[off..off + d];
+            match x {
+                None => dst.iter_mut().zip(g).for_each(|(s, &v)| *s = *s + v),
+                Some(x) => {
+                    let x = &x[row * d..(row + 1) * d];
+                    dst.iter_mut()
+                        .zip(g.iter().zip(x))
+                        .for_each(|(s, (&v, &w))| *s = *s + v * w)
+                }
+            }
+        } else {
+            let s = &mut dst[off];
+            match x {
+                None => g.iter().for_each(|&v| *s = *s + v),
+                Some(x) => {
+                    let x = &x[row * d..(row + 1) * d];
+                    g.iter().zip(x).for_each(|(&v, &w)| *s = *s + v * w)
+                }
+            }
+        }
+    }
+    dst
+}
+
+fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
+        None => candle_core::bail!("broadcast op: operands must be contiguous"),
+    }
+}
+
+/// A contiguous CPU tensor's values.
+fn values<T: candle_core::WithDType>(t: &Tensor) -> Result<Vec<T>> {
+    t.flatten_all()?.to_vec1::<T>()
+}
+
+impl CustomOp2 for Broadcast {
+    fn name(&self) -> &'static str {
+        match self.kind {
+            Kind::Add => "broadcast-add",
+            Kind::Mul => "broadcast-mul",
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let map = RowMap::new(l1.dims(), l2.dims())?;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(forward(
+                slice::<f32>(s1, l1)?,
+                slice(s2, l2)?,
+                &map,
+                self.kind,
+            )),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(forward(
+                slice::<f64>(s1, l1)?,
+                slice(s2, l2)?,
+                &map,
+                self.kind,
+            )),
+            _ => candle_core::bail!("broadcast op: f32 or f64 operands of one dtype"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        p: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let map = RowMap::new(x.dims(), p.dims())?;
+        let grad = grad.contiguous()?;
+        let (dx, dp) = match x.dtype() {
+            DType::F32 => grads::<f32>(x, p, &grad, &map, self.kind)?,
+            DType::F64 => grads::<f64>(x, p, &grad, &map, self.kind)?,
+            other => candle_core::bail!("broadcast op: unsupported dtype {other:?}"),
+        };
+        Ok((Some(dx), Some(dp)))
+    }
+}
+
+/// (∂x, ∂p) for the upstream gradient `grad`: for `+`, (g, Σg); for `·`, (g·p, Σ g·x).
+fn grads<T: candle_core::WithDType + Elem>(
+    x: &Tensor,
+    p: &Tensor,
+    grad: &Tensor,
+    map: &RowMap,
+    kind: Kind,
+) -> Result<(Tensor, Tensor)> {
+    let g = values::<T>(grad)?;
+    let dev = x.device();
+    match kind {
+        Kind::Add => {
+            let dp = reduce(&g, None, p.elem_count(), map);
+            Ok((grad.clone(), Tensor::from_vec(dp, p.shape(), dev)?))
+        }
+        Kind::Mul => {
+            let pv = values::<T>(p)?;
+            let xv = values::<T>(x)?;
+            let dx = forward(&g, &pv, map, Kind::Mul);
+            let dp = reduce(&g, Some(&xv), p.elem_count(), map);
+            Ok((
+                Tensor::from_vec(dx, x.shape(), dev)?,
+                Tensor::from_vec(dp, p.shape(), dev)?,
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::kernels::bits;
+    use candle_core::{Device, Var};
+
+    /// Values and both gradients are candle's bits, for the shapes the model uses (a bias
+    /// over rows, a position table over the batch, a scalar per head) and a random
+    /// upstream gradient, in f32 and f64.
+    #[test]
+    fn bit_identical_to_candle() {
+        let dev = Device::Cpu;
+        let cases: [(&[usize], &[usize]); 4] = [
+            (&[2, 300, 40], &[2, 1, 40]),
+            (&[2, 5, 7, 16], &[2, 1, 7, 16]),
+            (&[1, 3, 4, 6, 6], &[1, 1, 4, 1, 1]),
+            (&[3, 8, 1], &[1, 8, 1]),
+        ];
+        for dtype in [DType::F32, DType::F64] {
+            for (xs, ps) in cases {
+                for kind in [Kind::Add, Kind::Mul] {
+                    let rnd = |s: &[usize]| {
+                        Var::from_tensor(
+                            &Tensor::randn(0f32, 1.0, s, &dev)
+                                .unwrap()
+                                .to_dtype(dtype)
+                                .unwrap(),
+                        )
+                        .unwrap()
+                    };
+                    let (x, p) = (rnd(xs), rnd(ps));
+                    let w = Tensor::randn(0f32, 1.0, xs, &dev)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap();
+                    let ours = apply(x.as_tensor(), p.as_tensor(), kind).unwrap();
+                    let theirs = match kind {
+                        Kind::Add => x.as_tensor().broadcast_add(p.as_tensor()),
+                        Kind::Mul => x.as_tensor().broadcast_mul(p.as_tensor()),
+                    }
+                    .unwrap();
+                    let go = ours.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+                    let gt = theirs
+                        .mul(&w)
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .backward()
+                        .unwrap();
+                    let b = |t: &Tensor| -> Vec<u64> {
+                        let t = t.to_dtype(DType::F64).unwrap();
+                        t.flatten_all()
+                            .unwrap()
+                            .to_vec1::<f64>()
+                            .unwrap()
+                            .iter()
+                            .map(|v| v.to_bits())
+                            .collect()
+                    };
+                    let what = format!("{kind:?} {xs:?} {ps:?} {dtype:?}");
+                    if dtype == DType::F32 {
+                        assert_eq!(bits(&ours), bits(&theirs), "value {what}");
+                    }
+                    assert_eq!(b(&ours), b(&theirs), "value {what}");
+                    assert_eq!(b(go.get(&x).unwrap()), b(gt.get(&x).unwrap()), "∂x {what}");
+                    assert_eq!(b(go.get(&p).unwrap()), b(gt.get(&p).unwrap()), "∂p {what}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn shapes_that_do_not_broadcast_are_an_error() {
+        let x = Tensor::zeros((2, 3, 4), DType::F32, &Device::Cpu).unwrap();
+        let p = Tensor::zeros((2, 2, 4), DType::F32, &Device::Cpu).unwrap();
+        let err = add(&x, &p).unwrap_err().to_string();
+        assert!(err.contains("does not broadcast"), "{err}");
+    }
+}
