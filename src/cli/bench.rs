@@ -235,7 +235,16 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                 None => String::new(),
             }
         ),
-        None => text,
+        None => match nominal {
+            Some(n) => format!(
+                "{text}\n{:.1} MFLOP/token (matmuls, forward + backward): {gflops:.1} GFLOP/s = {:.2} of the nominal {n:.0} GFLOP/s FMA peak ({} FLOP/cycle/core; not measured: no FMA probe for {} kernels)",
+                flops / 1e6,
+                gflops / n,
+                evoattn::cpu::flops_per_cycle(),
+                evoattn::cpu::gemm_isa()
+            ),
+            None => text,
+        },
     };
     let json = json!({"preset": a.common.preset, "gene": gene.to_string(), "replicas": a.replicas, "steps": a.steps,
                       "tokens_per_s": num(tps), "device": device_name(&device), "threads": threads,

@@ -9,7 +9,9 @@
 //! each row's place in `p` once, and adds the row into it with vector operations. Every
 //! element of `p`'s gradient still receives its terms in memory order, starting from
 //! zero, as candle's loop adds them, so the sums are the same bits (tested against candle).
-//! Other devices and dtypes use candle's ops.
+//! Other devices and dtypes, and shapes where `p` does not span `x`'s last dim (candle
+//! then reduces trailing dims with its own vectorised row sum) or `x` itself would need
+//! broadcasting, use candle's ops.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -36,7 +38,12 @@ fn apply(x: &Tensor, p: &Tensor, kind: Kind) -> Result<Tensor> {
         && matches!(x.dtype(), DType::F32 | DType::F64)
         && x.rank() == p.rank()
         && x.rank() >= 1
-        && x.shape() != p.shape();
+        && x.shape() != p.shape()
+        && x.dims().iter().zip(p.dims()).all(|(&a, &b)| b == 1 || b == a)
+        // p spans x's last dim: a p with last dim 1 under a longer row would have candle
+        // reduce trailing dims with its vectorised row sum, whose order this op does not
+        // reproduce (candle's path is fast there anyway)
+        && x.dims().last() == p.dims().last();
     if !fused {
         return match kind {
             Kind::Add => x.broadcast_add(p),
@@ -52,21 +59,24 @@ struct Broadcast {
 }
 
 /// Where each row (last-dim run) of a contiguous tensor of shape `x` lands in a contiguous
-/// tensor of shape `p` broadcast to it: the offset of each row, and whether `p`'s rows are
-/// whole (`p`'s last dim equals `x`'s) or single elements (`p`'s last dim is 1).
+/// tensor of shape `p` broadcast to it (`p`'s last dim equal to `x`'s): each row's offset.
 struct RowMap {
-    /// Row length of `x`.
+    /// Row length of `x` (and of `p`).
     d: usize,
     /// `p`'s offset for each row of `x`.
     offsets: Vec<usize>,
-    /// `p`'s last dim equals `x`'s (else it is 1).
-    whole: bool,
 }
 
 impl RowMap {
     fn new(x: &[usize], p: &[usize]) -> Result<Self> {
-        if x.len() != p.len() || x.iter().zip(p).any(|(&a, &b)| b != 1 && b != a) {
-            candle_core::bail!("broadcast: shape {p:?} does not broadcast to {x:?}");
+        if x.len() != p.len()
+            || x.is_empty()
+            || x.iter().zip(p).any(|(&a, &b)| b != 1 && b != a)
+            || x.last() != p.last()
+        {
+            candle_core::bail!(
+                "broadcast op: shape {p:?} does not broadcast to {x:?} along its rows"
+            );
         }
         let rank = x.len();
         let d = x[rank - 1];
@@ -88,11 +98,7 @@ impl RowMap {
                 off
             })
             .collect();
-        Ok(RowMap {
-            d,
-            offsets,
-            whole: p[rank - 1] == d,
-        })
+        Ok(RowMap { d, offsets })
     }
 }
 
@@ -115,24 +121,16 @@ fn forward<T: Elem>(x: &[T], p: &[T], map: &RowMap, kind: Kind) -> Vec<T> {
         .zip(x.par_chunks(d))
         .zip(map.offsets.par_iter())
         .for_each(|((o, x), &off)| {
-            if map.whole {
-                let p = &p[off..off + d];
-                match kind {
-                    Kind::Add => o
-                        .iter_mut()
-                        .zip(x.iter().zip(p))
-                        .for_each(|(o, (&a, &b))| *o = a + b),
-                    Kind::Mul => o
-                        .iter_mut()
-                        .zip(x.iter().zip(p))
-                        .for_each(|(o, (&a, &b))| *o = a * b),
-                }
-            } else {
-                let b = p[off];
-                match kind {
-                    Kind::Add => o.iter_mut().zip(x).for_each(|(o, &a)| *o = a + b),
-                    Kind::Mul => o.iter_mut().zip(x).for_each(|(o, &a)| *o = a * b),
-                }
+            let p = &p[off..off + d];
+            match kind {
+                Kind::Add => o
+                    .iter_mut()
+                    .zip(x.iter().zip(p))
+                    .for_each(|(o, (&a, &b))| *o = a + b),
+                Kind::Mul => o
+                    .iter_mut()
+                    .zip(x.iter().zip(p))
+                    .for_each(|(o, (&a, &b))| *o = a * b),
             }
         });
     out
@@ -149,25 +147,14 @@ fn reduce<T: Elem>(g: &[T], x: Option<&[T]>, p_len: usize, map: &RowMap) -> Vec<
     }
     for (row, &off) in map.offsets.iter().enumerate() {
         let g = &g[row * d..(row + 1) * d];
-        if map.whole {
-            let dst = &mut dst[off..off + d];
-            match x {
-                None => dst.iter_mut().zip(g).for_each(|(s, &v)| *s = *s + v),
-                Some(x) => {
-                    let x = &x[row * d..(row + 1) * d];
-                    dst.iter_mut()
-                        .zip(g.iter().zip(x))
-                        .for_each(|(s, (&v, &w))| *s = *s + v * w)
-                }
-            }
-        } else {
-            let s = &mut dst[off];
-            match x {
-                None => g.iter().for_each(|&v| *s = *s + v),
-                Some(x) => {
-                    let x = &x[row * d..(row + 1) * d];
-                    g.iter().zip(x).for_each(|(&v, &w)| *s = *s + v * w)
-                }
+        let dst = &mut dst[off..off + d];
+        match x {
+            None => dst.iter_mut().zip(g).for_each(|(s, &v)| *s = *s + v),
+            Some(x) => {
+                let x = &x[row * d..(row + 1) * d];
+                dst.iter_mut()
+                    .zip(g.iter().zip(x))
+                    .for_each(|(s, (&v, &w))| *s = *s + v * w)
             }
         }
     }
@@ -273,16 +260,19 @@ mod tests {
     use candle_core::{Device, Var};
 
     /// Values and both gradients are candle's bits, for the shapes the model uses (a bias
-    /// over rows, a position table over the batch, a scalar per head) and a random
-    /// upstream gradient, in f32 and f64.
+    /// over rows, a position table over the batch) and shapes that fall back to candle (a
+    /// scalar per head; trailing dims reduced; x itself broadcast), in f32 and f64.
     #[test]
     fn bit_identical_to_candle() {
         let dev = Device::Cpu;
-        let cases: [(&[usize], &[usize]); 4] = [
+        let cases: [(&[usize], &[usize]); 7] = [
             (&[2, 300, 40], &[2, 1, 40]),
             (&[2, 5, 7, 16], &[2, 1, 7, 16]),
-            (&[1, 3, 4, 6, 6], &[1, 1, 4, 1, 1]),
             (&[3, 8, 1], &[1, 8, 1]),
+            (&[1, 3, 4, 6, 6], &[1, 1, 4, 1, 1]),
+            (&[2, 3, 5, 40], &[2, 3, 5, 1]),
+            (&[2, 4, 6, 6], &[2, 4, 1, 1]),
+            (&[2, 1, 40], &[2, 300, 40]),
         ];
         for dtype in [DType::F32, DType::F64] {
             for (xs, ps) in cases {
@@ -297,7 +287,8 @@ mod tests {
                         .unwrap()
                     };
                     let (x, p) = (rnd(xs), rnd(ps));
-                    let w = Tensor::randn(0f32, 1.0, xs, &dev)
+                    let out: Vec<usize> = xs.iter().zip(ps).map(|(&a, &b)| a.max(b)).collect();
+                    let w = Tensor::randn(0f32, 1.0, out.as_slice(), &dev)
                         .unwrap()
                         .to_dtype(dtype)
                         .unwrap();
@@ -341,7 +332,11 @@ mod tests {
     fn shapes_that_do_not_broadcast_are_an_error() {
         let x = Tensor::zeros((2, 3, 4), DType::F32, &Device::Cpu).unwrap();
         let p = Tensor::zeros((2, 2, 4), DType::F32, &Device::Cpu).unwrap();
-        let err = add(&x, &p).unwrap_err().to_string();
+        assert!(add(&x, &p).is_err());
+        let err = x
+            .apply_op2(&p, Broadcast { kind: Kind::Add })
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("does not broadcast"), "{err}");
     }
 }
