@@ -13,7 +13,8 @@
 //! then reduces trailing dims with its own vectorised row sum) or `x` itself would need
 //! broadcasting, use candle's ops.
 
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use super::kernels::Real;
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 /// `x + p`, `p` broadcast to `x`'s shape (same rank, each dim of `p` 1 or `x`'s).
@@ -102,18 +103,10 @@ impl RowMap {
     }
 }
 
-/// Elements of the float types the op runs on.
-trait Elem:
-    Copy + Send + Sync + Default + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self>
-{
-}
-impl Elem for f32 {}
-impl Elem for f64 {}
-
 /// `out[i] = x[i] ∘ p[map(i)]`, with `∘` `+` or `·` (x on the left, as candle computes it).
-fn forward<T: Elem>(x: &[T], p: &[T], map: &RowMap, kind: Kind) -> Vec<T> {
+fn forward<T: Real>(x: &[T], p: &[T], map: &RowMap, kind: Kind) -> Vec<T> {
     let d = map.d;
-    let mut out = vec![T::default(); x.len()];
+    let mut out = vec![T::ZERO; x.len()];
     if d == 0 {
         return out;
     }
@@ -139,9 +132,9 @@ fn forward<T: Elem>(x: &[T], p: &[T], map: &RowMap, kind: Kind) -> Vec<T> {
 /// The gradient of `p`: the sum of `g[i]` (or of the products `g[i]·x[i]`, rounded one by
 /// one, when `x` is given) over the elements `i` that `p`'s element broadcast to, each sum
 /// starting at zero and taking its terms in memory order (as candle's reduction does).
-fn reduce<T: Elem>(g: &[T], x: Option<&[T]>, p_len: usize, map: &RowMap) -> Vec<T> {
+fn reduce<T: Real>(g: &[T], x: Option<&[T]>, p_len: usize, map: &RowMap) -> Vec<T> {
     let d = map.d;
-    let mut dst = vec![T::default(); p_len];
+    let mut dst = vec![T::ZERO; p_len];
     if d == 0 {
         return dst;
     }
@@ -161,16 +154,12 @@ fn reduce<T: Elem>(g: &[T], x: Option<&[T]>, p_len: usize, map: &RowMap) -> Vec<
     dst
 }
 
-fn slice<'a, T: candle_core::WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<T>()?[a..b]),
-        None => candle_core::bail!("broadcast op: operands must be contiguous"),
+/// The data of a contiguous CPU tensor's storage (as borrowed by `storage_and_layout`).
+fn cpu<'a, T: Real>(s: &'a Storage, l: &Layout) -> Result<&'a [T]> {
+    match s {
+        Storage::Cpu(s) => T::slice(s, l),
+        _ => candle_core::bail!("broadcast op: a CPU tensor"),
     }
-}
-
-/// A contiguous CPU tensor's values.
-fn values<T: candle_core::WithDType>(t: &Tensor) -> Result<Vec<T>> {
-    t.flatten_all()?.to_vec1::<T>()
 }
 
 impl CustomOp2 for Broadcast {
@@ -190,15 +179,15 @@ impl CustomOp2 for Broadcast {
     ) -> Result<(CpuStorage, Shape)> {
         let map = RowMap::new(l1.dims(), l2.dims())?;
         let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(forward(
-                slice::<f32>(s1, l1)?,
-                slice(s2, l2)?,
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => f32::storage(forward(
+                f32::slice(s1, l1)?,
+                f32::slice(s2, l2)?,
                 &map,
                 self.kind,
             )),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(forward(
-                slice::<f64>(s1, l1)?,
-                slice(s2, l2)?,
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => f64::storage(forward(
+                f64::slice(s1, l1)?,
+                f64::slice(s2, l2)?,
                 &map,
                 self.kind,
             )),
@@ -226,25 +215,27 @@ impl CustomOp2 for Broadcast {
 }
 
 /// (∂x, ∂p) for the upstream gradient `grad`: for `+`, (g, Σg); for `·`, (g·p, Σ g·x).
-fn grads<T: candle_core::WithDType + Elem>(
+fn grads<T: Real>(
     x: &Tensor,
     p: &Tensor,
     grad: &Tensor,
     map: &RowMap,
     kind: Kind,
 ) -> Result<(Tensor, Tensor)> {
-    let g = values::<T>(grad)?;
+    // read in place: x and p are the contiguous operands of the forward, grad was made so
+    let (gs, gl) = grad.storage_and_layout();
+    let g = cpu::<T>(&gs, gl)?;
     let dev = x.device();
     match kind {
         Kind::Add => {
-            let dp = reduce(&g, None, p.elem_count(), map);
+            let dp = reduce(g, None, p.elem_count(), map);
             Ok((grad.clone(), Tensor::from_vec(dp, p.shape(), dev)?))
         }
         Kind::Mul => {
-            let pv = values::<T>(p)?;
-            let xv = values::<T>(x)?;
-            let dx = forward(&g, &pv, map, Kind::Mul);
-            let dp = reduce(&g, Some(&xv), p.elem_count(), map);
+            let (ps, pl) = p.storage_and_layout();
+            let (xs, xl) = x.storage_and_layout();
+            let dx = forward(g, cpu::<T>(&ps, pl)?, map, Kind::Mul);
+            let dp = reduce(g, Some(cpu::<T>(&xs, xl)?), p.elem_count(), map);
             Ok((
                 Tensor::from_vec(dx, x.shape(), dev)?,
                 Tensor::from_vec(dp, p.shape(), dev)?,
