@@ -142,12 +142,12 @@ fn reduce<T: Real>(g: &[T], x: Option<&[T]>, p_len: usize, map: &RowMap) -> Vec<
         let g = &g[row * d..(row + 1) * d];
         let dst = &mut dst[off..off + d];
         match x {
-            None => dst.iter_mut().zip(g).for_each(|(s, &v)| *s = *s + v),
+            None => dst.iter_mut().zip(g).for_each(|(s, &v)| *s += v),
             Some(x) => {
                 let x = &x[row * d..(row + 1) * d];
                 dst.iter_mut()
                     .zip(g.iter().zip(x))
-                    .for_each(|(s, (&v, &w))| *s = *s + v * w)
+                    .for_each(|(s, (&v, &w))| *s += v * w)
             }
         }
     }
