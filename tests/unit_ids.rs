@@ -60,3 +60,45 @@ fn only_genes_with_new_kernels_get_new_ids() {
     }
     assert!(changed > 0);
 }
+
+/// Each kernel's revision reaches exactly the genes that use it, and a gene with two
+/// rewritten kernels carries the newer one (revisions are numbered across kernels).
+#[test]
+fn kernel_revisions_follow_the_components() {
+    use evoattn::version::{
+        ENTMAX_KERNEL_REVISION, FUSED_KERNELS_REVISION, SPARSE_KERNEL_REVISION,
+    };
+    let rev = |g: &str| kernel_revision(g.parse().unwrap());
+    assert_eq!(rev("dot+softmax+none+fixed"), None);
+    assert_eq!(rev("cosine+sigmoid+highway+learned"), None);
+    assert_eq!(
+        rev("additive+softmax+none+fixed"),
+        Some(FUSED_KERNELS_REVISION)
+    );
+    assert_eq!(
+        rev("dot+alpha_entmax+none+fixed"),
+        Some(ENTMAX_KERNEL_REVISION)
+    );
+    assert_eq!(
+        rev("dot+sparsemax+output_gate+learned"),
+        Some(SPARSE_KERNEL_REVISION)
+    );
+    assert_eq!(
+        rev("neg_l2+entmax15+none+fixed"),
+        Some(SPARSE_KERNEL_REVISION)
+    );
+    assert_eq!(
+        rev("additive+alpha_entmax+none+fixed"),
+        Some(ENTMAX_KERNEL_REVISION)
+    );
+    assert_eq!(
+        rev("additive+entmax15+none+fixed"),
+        Some(SPARSE_KERNEL_REVISION)
+    );
+    let all = [
+        FUSED_KERNELS_REVISION,
+        ENTMAX_KERNEL_REVISION,
+        SPARSE_KERNEL_REVISION,
+    ];
+    assert!(all.windows(2).all(|w| w[0] < w[1]), "{all:?}");
+}

@@ -48,6 +48,73 @@ pub fn fast_ln(x: f32) -> f32 {
     k * LN2 + 2.0 * u * series
 }
 
+/// e^x for f64 in a form the compiler vectorises (libm's `exp` is a call per element):
+/// range reduction x = k·ln2 + r with fdlibm's two-part ln2 (k·ln2_hi is exact), a
+/// degree-13 Taylor polynomial on |r| ≤ ln2/2 (truncation below 5e-18; measured relative
+/// error below 4e-16 against the standard library, see the tests), and 2^k from the
+/// exponent bits. Inputs are clamped to [−708, 709] (≈ 3e-308 … 8e307).
+#[inline(always)]
+pub fn fast_exp_f64(x: f64) -> f64 {
+    const LOG2E: f64 = std::f64::consts::LOG2_E;
+    // fdlibm's ln2_hi (low 32 bits zero) and ln2_lo
+    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
+    const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
+    const ROUND: f64 = 6_755_399_441_055_744.0; // 1.5·2^52
+    let x = x.clamp(-708.0, 709.0);
+    let t = x * LOG2E + ROUND;
+    let k = t - ROUND;
+    let r = x - k * LN2_HI - k * LN2_LO;
+    const C: [f64; 14] = [
+        1.0,
+        1.0,
+        1.0 / 2.0,
+        1.0 / 6.0,
+        1.0 / 24.0,
+        1.0 / 120.0,
+        1.0 / 720.0,
+        1.0 / 5_040.0,
+        1.0 / 40_320.0,
+        1.0 / 362_880.0,
+        1.0 / 3_628_800.0,
+        1.0 / 39_916_800.0,
+        1.0 / 479_001_600.0,
+        1.0 / 6_227_020_800.0,
+    ];
+    let mut poly = C[13];
+    for &c in C[..13].iter().rev() {
+        poly = poly * r + c;
+    }
+    // k from t's mantissa, as in `fast_exp`.
+    let ki = (t.to_bits() as i64).wrapping_sub(ROUND.to_bits() as i64);
+    let scale = f64::from_bits(((ki + 1023) as u64) << 52);
+    poly * scale
+}
+
+/// ln x for finite normal f64 x > 0 in a form the compiler vectorises: x = m·2^k with
+/// m ∈ [√½, √2), ln m = 2·atanh((m − 1)/(m + 1)) by its odd series to u²¹ (|u| ≤ 0.172,
+/// truncation below 2e-17; measured error below 4e-16 relative to max(|ln x|, 1)). The
+/// exponent is turned into a float through the bits of 2^52 + k (no 64-bit integer
+/// conversion, which AVX2 lacks). Callers clamp to ≥ 1e-300.
+#[inline(always)]
+pub fn fast_ln_f64(x: f64) -> f64 {
+    const LN2: f64 = std::f64::consts::LN_2;
+    const SQRT2: f64 = std::f64::consts::SQRT_2;
+    const TWO52: f64 = 4_503_599_627_370_496.0;
+    let bits = x.to_bits();
+    let biased = f64::from_bits(TWO52.to_bits() | (bits >> 52)) - TWO52;
+    let m = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000); // [1, 2)
+    let big = m > SQRT2;
+    let m = if big { m * 0.5 } else { m };
+    let k = biased - if big { 1022.0 } else { 1023.0 };
+    let u = (m - 1.0) / (m + 1.0);
+    let u2 = u * u;
+    let mut series = 1.0 / 21.0;
+    for n in (0..10).rev() {
+        series = series * u2 + 1.0 / (2 * n + 1) as f64;
+    }
+    k * LN2 + 2.0 * u * series
+}
+
 /// tanh x = 1 − 2/(e^{2x} + 1) from [`fast_exp`] (absolute error below 3e-7).
 #[inline(always)]
 pub fn fast_tanh(x: f32) -> f32 {
@@ -70,6 +137,14 @@ pub(crate) trait Real: candle_core::WithDType + std::ops::Neg<Output = Self> {
     fn exp(self) -> Self;
     fn ln(self) -> Self;
     fn tanh(self) -> Self;
+    /// √x (the instruction for both types, which vectorises).
+    fn sqrt(self) -> Self;
+    /// e^x in f64 for the f64 sums of an f32 kernel: [`fast_exp_f64`] for f32 (training),
+    /// the standard library's for f64 (the gradient checks).
+    fn exp64(x: f64) -> f64;
+    /// ln x in f64, as [`Real::exp64`]: [`fast_ln_f64`] for f32, the standard library's
+    /// for f64.
+    fn ln64(x: f64) -> f64;
     /// The data of a contiguous CPU tensor of this dtype.
     fn slice<'a>(
         s: &'a candle_core::CpuStorage,
@@ -101,6 +176,18 @@ impl Real for f32 {
     fn tanh(self) -> f32 {
         fast_tanh(self)
     }
+    #[inline(always)]
+    fn sqrt(self) -> f32 {
+        f32::sqrt(self)
+    }
+    #[inline(always)]
+    fn exp64(x: f64) -> f64 {
+        fast_exp_f64(x)
+    }
+    #[inline(always)]
+    fn ln64(x: f64) -> f64 {
+        fast_ln_f64(x)
+    }
 }
 
 impl Real for f64 {
@@ -120,6 +207,18 @@ impl Real for f64 {
     #[inline(always)]
     fn tanh(self) -> f64 {
         f64::tanh(self)
+    }
+    #[inline(always)]
+    fn sqrt(self) -> f64 {
+        f64::sqrt(self)
+    }
+    #[inline(always)]
+    fn exp64(x: f64) -> f64 {
+        x.exp()
+    }
+    #[inline(always)]
+    fn ln64(x: f64) -> f64 {
+        x.ln()
     }
 }
 
@@ -319,6 +418,43 @@ mod tests {
             x += 0.00731;
         }
         assert!(worst < 3e-7, "tanh: worst error {worst}");
+    }
+
+    #[test]
+    fn fast_f64_exp_and_ln_are_accurate() {
+        let mut worst = 0f64;
+        let mut x = -708.0f64;
+        while x < 709.0 {
+            let want = x.exp();
+            worst = worst.max(((fast_exp_f64(x) - want) / want).abs());
+            x += 0.00137;
+        }
+        assert!(worst < 4e-16, "exp: worst relative error {worst}");
+        assert_eq!(fast_exp_f64(0.0), 1.0);
+        assert!(fast_exp_f64(f64::NAN).is_nan());
+        let mut worst = 0f64;
+        let mut x = 1e-300f64;
+        while x < 1e300 {
+            let want = x.ln();
+            worst = worst.max((fast_ln_f64(x) - want).abs() / want.abs().max(1.0));
+            x *= 1.000137;
+        }
+        assert!(worst < 4e-16, "ln: worst error {worst}");
+        assert_eq!(fast_ln_f64(1.0), 0.0);
+        // the exponent extraction, at both ends of the normal range and across m = √2
+        for x in [
+            f64::MIN_POSITIVE,
+            1e-300,
+            0.5,
+            std::f64::consts::SQRT_2,
+            2.0,
+            1e300,
+        ] {
+            assert!(
+                (fast_ln_f64(x) - x.ln()).abs() <= 4e-16 * x.ln().abs().max(1.0),
+                "{x}"
+            );
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod gelu;
 pub mod kernels;
 pub mod lm_head;
 pub mod params;
+pub mod sparsemax;
 
 use crate::gene::Gene;
 use attention::{Layer, Mask};

@@ -5,13 +5,15 @@
 //! Every normalizer takes logits `z` of shape `[..., Tq, Tk]` and a [`Mask`] of shape
 //! `[Tq, Tk]`; masked keys get weight exactly 0.
 //!
-//! How gradients are obtained without custom backward kernels:
+//! How gradients are obtained:
 //! - `softmax`, `softmax1`, `sigmoid` are compositions of differentiable candle ops
 //!   (never `softmax_last_dim`, whose fused path has no gradient).
-//! - `sparsemax`, `entmax15`: the support is found by the exact sort-based algorithm on a
-//!   detached copy; the threshold τ is then recomputed *differentiably* in closed form from
-//!   the logits on that support. On a fixed support τ(z) is exactly the true threshold
-//!   function, so autodiff yields the exact Jacobian
+//! - `sparsemax`, `entmax15` on the CPU: one fused op per call with the same exact
+//!   sort-based threshold and the closed-form gradient ([`crate::model::sparsemax`]).
+//!   Elsewhere ([`sparsemax_composite`], [`entmax15_composite`]) the support is found by
+//!   the exact sort-based algorithm on a detached copy; the threshold τ is then recomputed
+//!   *differentiably* in closed form from the logits on that support. On a fixed support
+//!   τ(z) is exactly the true threshold function, so autodiff yields the exact Jacobian
 //!   `∂L/∂z = s⊙g − (Σ s⊙g / Σ s)·s` (s = support indicator, or √p for 1.5-entmax).
 //! - `alpha_entmax` on the CPU: one fused op with closed-form gradients
 //!   ([`crate::model::entmax`]). Elsewhere ([`alpha_entmax_composite`]): τ* is found by
@@ -23,6 +25,7 @@
 use super::{constant, Layer};
 use crate::gene::Normalization;
 use crate::model::params::ParamSpec;
+use crate::model::sparsemax::Sparse;
 use crate::model::ModelConfig;
 use candle_core::{DType, Device, Result, Tensor, D};
 
@@ -210,8 +213,26 @@ fn at_support_size(vals: &Tensor, cond: &Tensor) -> Result<Tensor> {
         .sum_keepdim(D::Minus1)
 }
 
-/// Sparsemax: [z − τ]₊ with the exact sort-based threshold (Martins & Astudillo 2016).
+/// Whether the fused CPU ops of [`crate::model::sparsemax`] serve `z` (CPU, f32/f64, and
+/// not `EVOATTN_REFERENCE_KERNELS=1`).
+fn fused_sparse(z: &Tensor) -> bool {
+    z.device().is_cpu()
+        && !crate::model::kernels::reference_kernels()
+        && matches!(z.dtype(), DType::F32 | DType::F64)
+}
+
+/// Sparsemax: [z − τ]₊ with the exact sort-based threshold (Martins & Astudillo 2016): on
+/// the CPU the fused op of [`crate::model::sparsemax`], elsewhere [`sparsemax_composite`].
 pub fn sparsemax(z: &Tensor, mask: &Mask) -> Result<Tensor> {
+    if fused_sparse(z) {
+        return crate::model::sparsemax::sparse_rows(Sparse::Sparsemax, &mask.apply(z)?);
+    }
+    sparsemax_composite(z, mask)
+}
+
+/// Sparsemax composed from candle ops (any device): the sort-based threshold on a detached
+/// copy, then a differentiable threshold over the support.
+pub fn sparsemax_composite(z: &Tensor, mask: &Mask) -> Result<Tensor> {
     let z = mask.apply(z)?;
     // Support, on a detached copy.
     let zd = z.detach();
@@ -231,8 +252,17 @@ pub fn sparsemax(z: &Tensor, mask: &Mask) -> Result<Tensor> {
     z.broadcast_sub(&tau)?.relu()?.mul(&support)
 }
 
-/// 1.5-entmax: [z/2 − τ]₊² with the exact sort-based threshold (Peters et al. 2019).
+/// 1.5-entmax: [z/2 − τ]₊² with the exact sort-based threshold (Peters et al. 2019): on
+/// the CPU the fused op of [`crate::model::sparsemax`], elsewhere [`entmax15_composite`].
 pub fn entmax15(z: &Tensor, mask: &Mask) -> Result<Tensor> {
+    if fused_sparse(z) {
+        return crate::model::sparsemax::sparse_rows(Sparse::Entmax15, &mask.apply(z)?);
+    }
+    entmax15_composite(z, mask)
+}
+
+/// 1.5-entmax composed from candle ops (any device), as [`sparsemax_composite`].
+pub fn entmax15_composite(z: &Tensor, mask: &Mask) -> Result<Tensor> {
     let z = (mask.apply(z)? / 2.0)?;
     let zd = z.detach();
     let (sorted, _) = zd.sort_last_dim(false)?;
