@@ -183,22 +183,59 @@ fn forward_rows<F: Real>(z: &[F], alpha: &[F], p: &mut [F], tk: usize) -> usize 
                 break;
             }
         }
-        let mut total = F::ZERO;
-        for (o, &v) in pr.iter_mut().zip(zr) {
+        // (No running sum in this loop: a sequential f32 sum would keep it from
+        // vectorising.) Chunks with no entry in the support (keys after the query under
+        // the causal mask) are written as zeros without the exp and ln, with the same bits.
+        let p_of = |v: F| -> F {
             let wu = am1 * (mz - v) + u;
-            *o = if wu < F::ONE {
+            if wu < F::ONE {
                 (e * ln_one_minus(wu)).exp()
             } else {
                 F::ZERO
-            };
-            total += *o;
+            }
+        };
+        let mut pc = pr.chunks_exact_mut(LANES);
+        let mut zc = zr.chunks_exact(LANES);
+        for (oc, zj) in (&mut pc).zip(&mut zc) {
+            if zj.iter().all(|&v| !(am1 * (mz - v) + u < F::ONE)) {
+                oc.fill(F::ZERO);
+                continue;
+            }
+            for j in 0..LANES {
+                oc[j] = p_of(zj[j]);
+            }
         }
+        for (o, &v) in pc.into_remainder().iter_mut().zip(zc.remainder()) {
+            *o = p_of(v);
+        }
+        let total = lane_sum(pr);
         // Also a row that stopped early (the step tolerance is absolute in u, whose scale
         // is α − 1) with its weights visibly off a distribution.
         let off = (total - F::ONE) > F::from_f64(1e-3) || (F::ONE - total) > F::from_f64(1e-3);
         unconverged += usize::from(!converged || off);
     }
     unconverged
+}
+
+/// Σ of a slice with [`LANES`] independent partial sums (so that it vectorises).
+#[inline(always)]
+fn lane_sum<F: Real>(x: &[F]) -> F {
+    let mut acc = [F::ZERO; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for j in 0..LANES {
+            acc[j] += c[j];
+        }
+    }
+    let mut sum = F::ZERO;
+    for a in acc {
+        sum += a;
+    }
+    for &r in rest {
+        sum += r;
+    }
+    sum
 }
 
 /// The backward of [`forward_rows`]: from `p`, `g` and α, rows of `[∂z (tk), ∂α]`.
@@ -236,6 +273,12 @@ fn backward_rows<F: Real>(p: &[F], g: &[F], alpha: &[F], out: &mut [F], tk: usiz
             let mut pc = pr.chunks_exact(LANES);
             let mut gc = gr.chunks_exact(LANES);
             for ((oj, pj), gj) in (&mut oc).zip(&mut pc).zip(&mut gc) {
+                // Chunks off the support (keys after the query under the causal mask, or
+                // sparse zeros) add exact zeros to the sums and leave `out` at its zeros:
+                // skipped, with the same bits.
+                if pj.iter().all(|&x| x == F::ZERO) {
+                    continue;
+                }
                 for j in 0..LANES {
                     let sj = s_of(pj[j]);
                     oj[j] = sj;
@@ -282,6 +325,9 @@ fn backward_rows<F: Real>(p: &[F], g: &[F], alpha: &[F], out: &mut [F], tk: usiz
         let gc = gr.chunks_exact(LANES);
         let (pt, gt) = (pc.remainder(), gc.remainder());
         for (pj, gj) in pc.zip(gc) {
+            if pj.iter().all(|&x| x == F::ZERO) {
+                continue; // exact zeros, as above
+            }
             for j in 0..LANES {
                 let t = terms(pj[j], gj[j]);
                 for i in 0..5 {
