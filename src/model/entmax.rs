@@ -197,7 +197,7 @@ fn forward_rows<F: Real>(z: &[F], alpha: &[F], p: &mut [F], tk: usize) -> usize 
         let mut pc = pr.chunks_exact_mut(LANES);
         let mut zc = zr.chunks_exact(LANES);
         for (oc, zj) in (&mut pc).zip(&mut zc) {
-            if zj.iter().all(|&v| !(am1 * (mz - v) + u < F::ONE)) {
+            if zj.iter().all(|&v| am1 * (mz - v) + u >= F::ONE) {
                 oc.fill(F::ZERO);
                 continue;
             }
