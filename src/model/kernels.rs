@@ -274,13 +274,17 @@ pub(crate) fn contiguous_f32<'a>(
 /// Independent accumulators per reduction, so that reductions vectorise.
 pub const LANES: usize = 8;
 
-/// Defines a row kernel twice: compiled for AVX2+FMA (picked at run time when the CPU has
-/// them) and for the baseline target. The crate is built for baseline x86-64, where these
-/// loops would get only 4-lane SSE2 and no FMA. Both compute bit-identical results: Rust
-/// never contracts a·b + c into an FMA nor reorders float operations, so the ISA changes
-/// only how many lanes run at once (tested against scalar code in
-/// `row_kernels_are_bit_identical_to_scalar_code`). An AVX-512 variant measured no faster
-/// (seed preset, 3 alternating rounds, within the noise).
+/// Defines a row kernel three times: compiled for AVX-512 (in builds with the default
+/// `avx512` feature), for AVX2+FMA, and for the baseline target, the widest the CPU has
+/// picked at run time. The crate is built for baseline x86-64, where these loops would get
+/// only 4-lane SSE2 and no FMA. All compute bit-identical results: Rust never contracts
+/// a·b + c into an FMA nor reorders float operations, so the ISA changes only how many
+/// lanes run at once (tested against scalar code in
+/// `row_kernels_are_bit_identical_to_scalar_code`; 40-step runs of three genes give the
+/// same perplexities with and without the AVX-512 tier). The AVX-512 tier measured no
+/// faster on an Intel Xeon (`benches/results/seed-rowkernels-avx512-2026-12-02.jsonl`)
+/// and ahead in 5 of 6 alternating seed rounds on an AMD Zen 5, +4 % on average
+/// (`seed-rowkernels-avx512-zen5-2026-12-02.jsonl`).
 #[macro_export]
 #[doc(hidden)]
 macro_rules! multiversion {
@@ -290,6 +294,17 @@ macro_rules! multiversion {
         $vis fn $name($($arg: $ty),*) -> $ret {
             #[inline(always)]
             fn imp($($arg: $ty),*) -> $ret $body
+            #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                unsafe fn fast512($($arg: $ty),*) -> $ret { imp($($arg),*) }
+                if std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512vl")
+                {
+                    // SAFETY: the CPU supports the features `fast512` was compiled for.
+                    return unsafe { fast512($($arg),*) };
+                }
+            }
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
