@@ -27,7 +27,7 @@ pub const FUSED_KERNELS_REVISION: u32 = 2;
 /// - 4: Newton starts at a Jensen lower bound of the threshold instead of max x − 1 (~2–3
 ///   steps instead of ~6.5 on the `cpu` preset), and the backward's f64 sums use lane
 ///   accumulators and the vectorisable f64 `exp`/`ln` of [`crate::model::kernels`] (within
-///   ~1 ulp of libm). The weights agree with revision 3's to ~1e-7 (as both do with the
+///   ~2 ulp of libm). The weights agree with revision 3's to ~1e-7 (as both do with the
 ///   f64 path).
 pub const ENTMAX_KERNEL_REVISION: u32 = 4;
 
@@ -36,30 +36,70 @@ pub const ENTMAX_KERNEL_REVISION: u32 = 4;
 /// - 1 (implicit): composed from candle ops (sort, cumulative sums, a differentiable
 ///   threshold on the support);
 /// - 5: the fused ops of [`crate::model::sparsemax`], the same exact sort-based thresholds
-///   over the candidates of each row with the closed-form gradient. Values and gradients
-///   agree with revision 1 to rounding, not bit for bit.
+///   (prefix sums in f64) over the candidates of each row with the closed-form gradient.
+///   Values and gradients agree with revision 1 to rounding, not bit for bit.
 ///
-/// Revisions are numbered across kernels (5 follows [`ENTMAX_KERNEL_REVISION`]'s 4), so
-/// that a gene's revision can be the largest of its components' ([`kernel_revision`]).
+/// Revisions are numbered across kernels (5 follows [`ENTMAX_KERNEL_REVISION`]'s 4; the
+/// list is `REVISIONS` below), so that a gene's newest revision is also its largest.
 pub const SPARSE_KERNEL_REVISION: u32 = 5;
 
-/// The kernel revision that enters `gene`'s unit ids: the largest revision among the
-/// kernels the gene uses — [`ENTMAX_KERNEL_REVISION`] for `alpha_entmax` normalization,
+/// Which genes a kernel revision changed.
+type Affects = fn(crate::gene::Gene) -> bool;
+
+/// Every kernel revision after the implicit 1, oldest first, with the genes whose kernels
+/// it changed. The numbers rise strictly (a test checks it), so a gene's newest revision
+/// is also its largest: each change a gene's kernels go through gives it a new number.
+/// A new revision is appended here with the next number.
+const REVISIONS: [(u32, Affects); 4] = [
+    (FUSED_KERNELS_REVISION, |g| {
+        uses_additive(g) || uses_alpha_entmax(g)
+    }),
+    (3, uses_alpha_entmax),
+    (ENTMAX_KERNEL_REVISION, uses_alpha_entmax),
+    (SPARSE_KERNEL_REVISION, uses_sparse),
+];
+
+fn uses_additive(g: crate::gene::Gene) -> bool {
+    g.similarity == crate::gene::Similarity::Additive
+}
+
+fn uses_alpha_entmax(g: crate::gene::Gene) -> bool {
+    g.normalization == crate::gene::Normalization::AlphaEntmax
+}
+
+fn uses_sparse(g: crate::gene::Gene) -> bool {
+    use crate::gene::Normalization;
+    matches!(
+        g.normalization,
+        Normalization::Sparsemax | Normalization::Entmax15
+    )
+}
+
+/// The kernel revision that enters `gene`'s unit ids: the newest revision that changed one
+/// of its kernels — [`ENTMAX_KERNEL_REVISION`] for `alpha_entmax` normalization,
 /// [`SPARSE_KERNEL_REVISION`] for `sparsemax` and `entmax15`, [`FUSED_KERNELS_REVISION`]
-/// for `additive` similarity — and `None` (revision 1, implicit) for every other gene.
-/// Revisions are numbered across kernels, each new one above all before it, so any kernel
-/// change of a gene changes this number (the largest of its components' is the id of the
-/// newest change); for the genes of revisions 2 and 3 it is what it was when those were
-/// the newest.
+/// for `additive` similarity with another normalization — and `None` (revision 1,
+/// implicit) for every other gene.
 pub fn kernel_revision(gene: crate::gene::Gene) -> Option<u32> {
-    use crate::gene::{Normalization, Similarity};
-    let norm = match gene.normalization {
-        Normalization::AlphaEntmax => Some(ENTMAX_KERNEL_REVISION),
-        Normalization::Sparsemax | Normalization::Entmax15 => Some(SPARSE_KERNEL_REVISION),
-        _ => None,
-    };
-    let sim = (gene.similarity == Similarity::Additive).then_some(FUSED_KERNELS_REVISION);
-    norm.max(sim)
+    kernel_revision_history(gene).pop().flatten()
+}
+
+/// Every kernel revision `gene`'s unit ids have had, oldest first, starting with `None`
+/// (revision 1): what a store trained by an earlier build may hold.
+pub fn kernel_revision_history(gene: crate::gene::Gene) -> Vec<Option<u32>> {
+    std::iter::once(None)
+        .chain(
+            REVISIONS
+                .iter()
+                .filter(|(_, f)| f(gene))
+                .map(|&(r, _)| Some(r)),
+        )
+        .collect()
+}
+
+/// The revision numbers, oldest first (for the test that they rise).
+pub fn kernel_revision_numbers() -> Vec<u32> {
+    REVISIONS.iter().map(|&(r, _)| r).collect()
 }
 
 /// Commit the binary was built from (`-dirty` when tracked files had changes, `unknown`

@@ -5,7 +5,7 @@
 
 use evoattn::study::plan::{unit_id, unit_id_at};
 use evoattn::study::store::{read_parquet, runs_from_frame};
-use evoattn::version::kernel_revision;
+use evoattn::version::{kernel_revision, kernel_revision_history, kernel_revision_numbers};
 use std::path::Path;
 
 #[test]
@@ -21,13 +21,10 @@ fn committed_unit_ids_are_recomputed_exactly() {
         for r in &rows {
             let id = unit_id(r.gene, &r.config, &r.data_fingerprint, r.seed);
             // Units of genes whose kernels changed may have been trained before a change,
-            // under the id of an earlier revision (1: implicit; 2 ..); every other unit has
-            // exactly today's id.
-            let earlier = kernel_revision(r.gene).is_some_and(|now| {
-                (1..now).any(|rev| {
-                    let rev = (rev > 1).then_some(rev);
-                    unit_id_at(r.gene, &r.config, &r.data_fingerprint, r.seed, rev) == r.unit_id
-                })
+            // under the id of one of the gene's earlier revisions (1: implicit); every
+            // other unit has exactly today's id.
+            let earlier = kernel_revision_history(r.gene).iter().any(|&rev| {
+                unit_id_at(r.gene, &r.config, &r.data_fingerprint, r.seed, rev) == r.unit_id
             });
             assert!(
                 id == r.unit_id || earlier,
@@ -95,10 +92,25 @@ fn kernel_revisions_follow_the_components() {
         rev("additive+entmax15+none+fixed"),
         Some(SPARSE_KERNEL_REVISION)
     );
-    let all = [
-        FUSED_KERNELS_REVISION,
-        ENTMAX_KERNEL_REVISION,
-        SPARSE_KERNEL_REVISION,
-    ];
+    // Each revision above every earlier one, so a gene's newest is its largest.
+    let all = kernel_revision_numbers();
     assert!(all.windows(2).all(|w| w[0] < w[1]), "{all:?}");
+    assert!(all.contains(&FUSED_KERNELS_REVISION) && all.contains(&ENTMAX_KERNEL_REVISION));
+    assert_eq!(all.last(), Some(&SPARSE_KERNEL_REVISION));
+    // Histories: what earlier builds may have stored.
+    let hist = |g: &str| kernel_revision_history(g.parse().unwrap());
+    assert_eq!(hist("dot+softmax+none+fixed"), vec![None]);
+    assert_eq!(hist("dot+sparsemax+none+fixed"), vec![None, Some(5)]);
+    assert_eq!(
+        hist("additive+sparsemax+none+fixed"),
+        vec![None, Some(2), Some(5)]
+    );
+    assert_eq!(
+        hist("additive+alpha_entmax+none+fixed"),
+        vec![None, Some(2), Some(3), Some(4)]
+    );
+    assert_eq!(
+        hist("dot+alpha_entmax+none+fixed"),
+        vec![None, Some(2), Some(3), Some(4)]
+    );
 }

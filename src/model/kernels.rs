@@ -97,6 +97,11 @@ pub fn fast_exp_f64(x: f64) -> f64 {
 /// conversion, which AVX2 lacks). Callers clamp to ≥ 1e-300.
 #[inline(always)]
 pub fn fast_ln_f64(x: f64) -> f64 {
+    // NaN, ±∞, 0, negatives and subnormals would give finite garbage, not an error.
+    debug_assert!(
+        (f64::MIN_POSITIVE..f64::INFINITY).contains(&x),
+        "fast_ln_f64({x})"
+    );
     const LN2: f64 = std::f64::consts::LN_2;
     const SQRT2: f64 = std::f64::consts::SQRT_2;
     const TWO52: f64 = 4_503_599_627_370_496.0;
@@ -243,8 +248,8 @@ pub(crate) fn for_row_chunks<T: Send>(
         .for_each(|(c, chunk)| f(c * per, chunk));
 }
 
-/// Whether `EVOATTN_REFERENCE_KERNELS=1` asks for the composite (candle-op) α-entmax and
-/// additive attention instead of the fused CPU ops, to check the fused ops' results
+/// Whether `EVOATTN_REFERENCE_KERNELS=1` asks for the composite (candle-op) α-entmax,
+/// sparsemax, 1.5-entmax and additive attention instead of the fused CPU ops, to check the fused ops' results
 /// against them (`evoattn train`, `evoattn bench`); `evoattn run` refuses it, because unit
 /// ids name the fused kernels ([`crate::version::kernel_revision`]).
 pub fn reference_kernels() -> bool {
@@ -300,6 +305,8 @@ macro_rules! multiversion {
                 unsafe fn fast512($($arg: $ty),*) -> $ret { imp($($arg),*) }
                 if std::is_x86_feature_detected!("avx512f")
                     && std::is_x86_feature_detected!("avx512vl")
+                    && std::is_x86_feature_detected!("avx2")
+                    && std::is_x86_feature_detected!("fma")
                 {
                     // SAFETY: the CPU supports the features `fast512` was compiled for.
                     return unsafe { fast512($($arg),*) };

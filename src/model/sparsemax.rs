@@ -47,46 +47,48 @@ impl Sparse {
     }
 }
 
-/// u_k over the first k sorted candidates (running sums in `acc`), for both kinds.
+/// u_k over the first k sorted candidates (running sums), for both kinds, in f64: an f32
+/// sum over thousands of nearly equal w drifts far enough to move the threshold visibly
+/// (Σp off by 1e-2 at k = 1024 in a simulation), and these sums cost little next to the
+/// sort.
 #[derive(Clone, Copy)]
-struct Prefix<F> {
+struct Prefix {
     k: usize,
-    sum_w: F,
-    mean_w: F,
-    m2: F,
+    sum_w: f64,
+    mean_w: f64,
+    m2: f64,
 }
 
-impl<F: Real> Prefix<F> {
+impl Prefix {
     fn new() -> Self {
         Prefix {
             k: 0,
-            sum_w: F::ZERO,
-            mean_w: F::ZERO,
-            m2: F::ZERO,
+            sum_w: 0.0,
+            mean_w: 0.0,
+            m2: 0.0,
         }
     }
 
     /// Adds the next candidate (Welford's update for the variance).
     #[inline(always)]
-    fn push(&mut self, w: F) {
+    fn push(&mut self, w: f64) {
         self.k += 1;
         self.sum_w += w;
         let delta = w - self.mean_w;
-        self.mean_w += delta / F::from_f64(self.k as f64);
+        self.mean_w += delta / self.k as f64;
         self.m2 += delta * (w - self.mean_w);
     }
 
     /// u_k of the module docs.
     #[inline(always)]
-    fn u(&self, kind: Sparse) -> F {
-        let k = F::from_f64(self.k as f64);
+    fn u(&self, kind: Sparse) -> f64 {
+        let k = self.k as f64;
         match kind {
             // (Σ (1 − w) − 1)/k
-            Sparse::Sparsemax => (k - self.sum_w - F::ONE) / k,
+            Sparse::Sparsemax => (k - self.sum_w - 1.0) / k,
             Sparse::Entmax15 => {
-                let rad = F::ONE / k - self.m2 / k;
-                let rad = if rad > F::ZERO { rad } else { F::ZERO };
-                (F::ONE - self.mean_w) - rad.sqrt()
+                let rad = (1.0 / k - self.m2 / k).max(0.0);
+                (1.0 - self.mean_w) - rad.sqrt()
             }
         }
     }
@@ -94,8 +96,8 @@ impl<F: Real> Prefix<F> {
     /// Whether the k-th candidate (w) is in the support of the first k: the composite's
     /// condition.
     #[inline(always)]
-    fn holds(&self, kind: Sparse, w: F) -> bool {
-        let (a, u) = (F::ONE - w, self.u(kind));
+    fn holds(&self, kind: Sparse, w: f64) -> bool {
+        let (a, u) = (1.0 - w, self.u(kind));
         match kind {
             Sparse::Sparsemax => a > u,
             Sparse::Entmax15 => u <= a,
@@ -128,18 +130,23 @@ fn forward_rows<F: Real>(kind: Sparse, z: &[F], p: &mut [F], tk: usize) {
         }
         cand.clear();
         cand.extend(zr.iter().map(|&v| c * (mz - v)).filter(|&w| w < F::ONE));
+        if cand.is_empty() {
+            // Only a row of −∞ has no candidate (every w is NaN): no distribution.
+            pr.fill(F::from_f64(f64::NAN));
+            continue;
+        }
         cand.sort_unstable_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
         let mut pre = Prefix::new();
         let mut kstar = 0;
         for &w in &cand {
-            pre.push(w);
-            kstar += usize::from(pre.holds(kind, w));
+            pre.push(w.to_f64());
+            kstar += usize::from(pre.holds(kind, w.to_f64()));
         }
         let mut pre = Prefix::new();
         for &w in &cand[..kstar.max(1)] {
-            pre.push(w);
+            pre.push(w.to_f64());
         }
-        let u = pre.u(kind);
+        let u = F::from_f64(pre.u(kind));
         for (o, &v) in pr.iter_mut().zip(zr) {
             let d = (F::ONE - c * (mz - v)) - u;
             *o = if d > F::ZERO {
@@ -316,32 +323,40 @@ pub fn sparse_rows(kind: Sparse, z: &Tensor) -> Result<Tensor> {
 
 #[cfg(test)]
 mod tests {
-    use super::Sparse;
-    use crate::model::attention::normalize::{
-        entmax15, entmax15_composite, sparsemax, sparsemax_composite, Mask,
-    };
+    use super::{sparse_rows, Sparse};
+    use crate::model::attention::normalize::{entmax15_composite, sparsemax_composite, Mask};
     use crate::model::kernels::{max_abs, max_abs_diff};
     use candle_core::{DType, Device, Tensor, Var};
 
-    type Norm = fn(&Tensor, &Mask) -> candle_core::Result<Tensor>;
+    /// The fused op itself (not through `sparsemax()`, which `EVOATTN_REFERENCE_KERNELS=1`
+    /// would send to the composite).
+    fn fused(kind: Sparse, z: &Tensor, mask: &Mask) -> candle_core::Result<Tensor> {
+        sparse_rows(kind, &mask.apply(z)?)
+    }
 
-    fn paths(kind: Sparse) -> [Norm; 2] {
+    fn composite(kind: Sparse, z: &Tensor, mask: &Mask) -> candle_core::Result<Tensor> {
         match kind {
-            Sparse::Sparsemax => [sparsemax, sparsemax_composite],
-            Sparse::Entmax15 => [entmax15, entmax15_composite],
+            Sparse::Sparsemax => sparsemax_composite(z, mask),
+            Sparse::Entmax15 => entmax15_composite(z, mask),
         }
     }
 
-    /// Value and ∂z of Σ w ⊙ p, fused and composite.
-    fn both(kind: Sparse, dtype: DType, z: &Tensor, w: &Tensor, t: usize) -> Vec<(Tensor, Tensor)> {
+    /// Value and ∂z of Σ w ⊙ p, fused and composite, under a causal mask of z's width.
+    fn both(kind: Sparse, dtype: DType, z: &Tensor, w: &Tensor) -> Vec<(Tensor, Tensor)> {
+        let t = z.dim(candle_core::D::Minus1).unwrap();
         let mask = Mask::causal(t, dtype, &Device::Cpu).unwrap();
         let z = z.to_dtype(dtype).unwrap();
         let w = w.to_dtype(dtype).unwrap();
-        paths(kind)
+        [true, false]
             .iter()
-            .map(|f| {
+            .map(|&f| {
                 let zv = Var::from_tensor(&z).unwrap();
-                let p = f(zv.as_tensor(), &mask).unwrap();
+                let p = if f {
+                    fused(kind, zv.as_tensor(), &mask)
+                } else {
+                    composite(kind, zv.as_tensor(), &mask)
+                }
+                .unwrap();
                 let g = p.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
                 (p, g.get(&zv).unwrap().clone())
             })
@@ -351,30 +366,33 @@ mod tests {
     #[test]
     fn fused_matches_composite_in_value_and_gradient() {
         let dev = Device::Cpu;
-        let t = 13;
-        let w = Tensor::randn(0f64, 1.0, (2, 3, t, t), &dev).unwrap();
-        for kind in [Sparse::Sparsemax, Sparse::Entmax15] {
-            for scale in [0.01, 0.3, 3.0, 30.0] {
-                let z = Tensor::randn(0f64, scale, (2, 3, t, t), &dev).unwrap();
-                let r = both(kind, DType::F64, &z, &w, t);
-                let tol = |x: &Tensor| 1e-10 * (1.0 + max_abs(x));
-                assert!(
-                    max_abs_diff(&r[0].0, &r[1].0) < 1e-10,
-                    "{kind:?} σ {scale}: p"
-                );
-                assert!(
-                    max_abs_diff(&r[0].1, &r[1].1) < tol(&r[0].1),
-                    "{kind:?} σ {scale}: ∂z"
-                );
-                let r32 = both(kind, DType::F32, &z, &w, t);
-                assert!(
-                    max_abs_diff(&r32[0].0, &r[1].0) < 1e-5,
-                    "{kind:?} σ {scale}: f32 p"
-                );
-                assert!(
-                    max_abs_diff(&r32[0].1, &r[1].1) < 1e-4 * (1.0 + max_abs(&r[1].1)),
-                    "{kind:?} σ {scale}: f32 ∂z"
-                );
+        // 13: one lane chunk and a remainder; 45: several chunks (the lane sums of the
+        // backward) and a remainder.
+        for t in [13, 45] {
+            let w = Tensor::randn(0f64, 1.0, (2, 3, t, t), &dev).unwrap();
+            for kind in [Sparse::Sparsemax, Sparse::Entmax15] {
+                for scale in [0.01, 0.3, 3.0, 30.0] {
+                    let z = Tensor::randn(0f64, scale, (2, 3, t, t), &dev).unwrap();
+                    let r = both(kind, DType::F64, &z, &w);
+                    let tol = |x: &Tensor| 1e-10 * (1.0 + max_abs(x));
+                    assert!(
+                        max_abs_diff(&r[0].0, &r[1].0) < 1e-10,
+                        "{kind:?} T {t} σ {scale}: p"
+                    );
+                    assert!(
+                        max_abs_diff(&r[0].1, &r[1].1) < tol(&r[0].1),
+                        "{kind:?} T {t} σ {scale}: ∂z"
+                    );
+                    let r32 = both(kind, DType::F32, &z, &w);
+                    assert!(
+                        max_abs_diff(&r32[0].0, &r[1].0) < 1e-5,
+                        "{kind:?} T {t} σ {scale}: f32 p"
+                    );
+                    assert!(
+                        max_abs_diff(&r32[0].1, &r[1].1) < 1e-4 * (1.0 + max_abs(&r[1].1)),
+                        "{kind:?} T {t} σ {scale}: f32 ∂z"
+                    );
+                }
             }
         }
     }
@@ -392,7 +410,7 @@ mod tests {
         let z = Tensor::from_vec(z, (1, t, t), &dev).unwrap();
         let w = Tensor::randn(0f64, 1.0, (1, t, t), &dev).unwrap();
         for kind in [Sparse::Sparsemax, Sparse::Entmax15] {
-            let r = both(kind, DType::F64, &z, &w, t);
+            let r = both(kind, DType::F64, &z, &w);
             assert!(max_abs_diff(&r[0].0, &r[1].0) < 1e-12, "{kind:?}: p");
             assert!(max_abs_diff(&r[0].1, &r[1].1) < 1e-12, "{kind:?}: ∂z");
             let p = r[0].0.to_vec3::<f64>().unwrap();
@@ -406,6 +424,66 @@ mod tests {
         }
     }
 
+    /// An entry exactly at the candidate bound (w = 1: z = [1, 0] for sparsemax, [2, 0]
+    /// for 1.5-entmax), which the composite may count into the support with weight 0.
+    #[test]
+    fn an_entry_at_the_candidate_bound() {
+        let dev = Device::Cpu;
+        let mask = Mask::from_rows(&[vec![true, true]], DType::F64, &dev).unwrap();
+        for (kind, z) in [
+            (Sparse::Sparsemax, [1.0, 0.0]),
+            (Sparse::Entmax15, [2.0, 0.0]),
+        ] {
+            let z = Tensor::new(&[z], &dev).unwrap();
+            let f = fused(kind, &z, &mask).unwrap().to_vec2::<f64>().unwrap();
+            let c = composite(kind, &z, &mask)
+                .unwrap()
+                .to_vec2::<f64>()
+                .unwrap();
+            assert_eq!(f, vec![vec![1.0, 0.0]], "{kind:?}");
+            assert_eq!(f, c, "{kind:?}");
+        }
+    }
+
+    /// Long rows of one maximum and k − 1 equal logits (the bound of the support is
+    /// tight): an f32 prefix sum would drift by ~k·ε and the weights would miss 1 by
+    /// 1e-2 at k = 1024.
+    #[test]
+    fn long_rows_still_sum_to_one() {
+        let dev = Device::Cpu;
+        for kind in [Sparse::Sparsemax, Sparse::Entmax15] {
+            let c = if kind == Sparse::Sparsemax { 1.0 } else { 0.5 };
+            for k in [1024usize, 4096] {
+                for w in [0.7f32, 0.944] {
+                    let mut z = vec![-w / c; k];
+                    z[0] = 0.0;
+                    let z = Tensor::from_vec(z, (1, k), &dev).unwrap();
+                    let p = sparse_rows(kind, &z).unwrap().to_vec2::<f32>().unwrap();
+                    let s: f64 = p[0].iter().map(|&x| x as f64).sum();
+                    assert!((s - 1.0).abs() < 1e-4, "{kind:?} k {k} w {w}: Σp = {s}");
+                }
+            }
+        }
+    }
+
+    /// Large logits (around 1e4): w = c·(max z − z) is exact, so f32 keeps the accuracy
+    /// of f64 (the composite, which subtracts the threshold from z, does not).
+    #[test]
+    fn large_logits_keep_f32_accuracy() {
+        let dev = Device::Cpu;
+        let t = 24;
+        let mask = Mask::causal(t, DType::F32, &dev).unwrap();
+        let mask64 = Mask::causal(t, DType::F64, &dev).unwrap();
+        let z = (Tensor::randn(0f32, 0.5, (2, t, t), &dev).unwrap() + 1e4).unwrap();
+        let z64 = z.to_dtype(DType::F64).unwrap();
+        for kind in [Sparse::Sparsemax, Sparse::Entmax15] {
+            let p32 = fused(kind, &z, &mask).unwrap();
+            let p64 = fused(kind, &z64, &mask64).unwrap();
+            let d = max_abs_diff(&p32, &p64);
+            assert!(d < 1e-5, "{kind:?}: f32 off by {d}");
+        }
+    }
+
     #[test]
     fn non_finite_logits_give_nan_rows() {
         let dev = Device::Cpu;
@@ -414,11 +492,15 @@ mod tests {
         z[3] = f32::NAN; // row 1
         z[7] = f32::INFINITY; // row 2
         let z = Tensor::from_vec(z, (1, 3, 3), &dev).unwrap();
-        for f in [sparsemax, entmax15] {
-            let p = f(&z, &mask).unwrap().to_vec3::<f32>().unwrap();
+        for kind in [Sparse::Sparsemax, Sparse::Entmax15] {
+            let p = fused(kind, &z, &mask).unwrap().to_vec3::<f32>().unwrap();
             assert_eq!(p[0][0], vec![1.0, 0.0, 0.0]);
             assert!(p[0][1].iter().all(|v| v.is_nan()), "{:?}", p[0][1]);
             assert!(p[0][2].iter().all(|v| v.is_nan()), "{:?}", p[0][2]);
+            // a row of −∞ (no candidate at all): NaN, not a panic
+            let z = Tensor::new(&[[f32::NEG_INFINITY; 4]], &dev).unwrap();
+            let p = sparse_rows(kind, &z).unwrap().to_vec2::<f32>().unwrap();
+            assert!(p[0].iter().all(|v| v.is_nan()), "{kind:?}: {:?}", p[0]);
         }
     }
 }

@@ -143,7 +143,7 @@ impl Mask {
     }
 
     /// Logits with masked positions set to exactly [`MASK_VALUE`].
-    fn apply(&self, z: &Tensor) -> Result<Tensor> {
+    pub(crate) fn apply(&self, z: &Tensor) -> Result<Tensor> {
         let m = self.visible_u8.broadcast_as(z.shape())?;
         let fill = Tensor::full(MASK_VALUE, (), z.device())?
             .to_dtype(z.dtype())?
