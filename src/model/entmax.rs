@@ -23,7 +23,7 @@
 //! standard library's. Other devices use [`super::attention::normalize::alpha_entmax`]'s
 //! composite path.
 
-use super::kernels::{for_row_chunks, Real, LANES};
+use super::kernels::{finite_row_max, for_row_chunks, Real, LANES};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
 /// Most Newton steps per row (each step is monotone; rows stop at machine precision long
@@ -140,25 +140,15 @@ const START_MARGIN: f64 = 1e-5;
 /// +∞ is written as NaN (not as zeros) so that the training step's finiteness check sees it.
 fn forward_rows<F: Real>(z: &[F], alpha: &[F], p: &mut [F], tk: usize) -> usize {
     let mut cand: Vec<F> = Vec::with_capacity(tk);
-    let huge = F::HUGE;
     let mut unconverged = 0;
     for ((zr, pr), &a) in z.chunks_exact(tk).zip(p.chunks_exact_mut(tk)).zip(alpha) {
         let am1 = a - F::ONE;
         let e = F::ONE / am1;
         let em1 = e - F::ONE;
-        let mut mz = zr[0];
-        let mut finite = true;
-        for &v in zr {
-            if v > mz {
-                mz = v;
-            }
-            // false for NaN and +∞ (−∞ is a valid, if unusual, mask value)
-            finite &= v <= huge;
-        }
-        if !finite {
+        let Some(mz) = finite_row_max(zr) else {
             pr.fill(F::from_f64(f64::NAN));
             continue;
-        }
+        };
         cand.clear();
         cand.extend(zr.iter().map(|&v| am1 * (mz - v)).filter(|&w| w < F::ONE));
         let mut u = start(&cand, am1);

@@ -227,6 +227,22 @@ impl Real for f64 {
     }
 }
 
+/// The maximum of a row of logits, or `None` when the row holds NaN or +∞ (−∞ is a valid,
+/// if unusual, mask value): the fused normalizers write such a row as NaN, so that the
+/// training step's finiteness check sees it.
+#[inline(always)]
+pub(crate) fn finite_row_max<F: Real>(row: &[F]) -> Option<F> {
+    let mut m = row[0];
+    let mut finite = true;
+    for &v in row {
+        if v > m {
+            m = v;
+        }
+        finite &= v <= F::HUGE;
+    }
+    finite.then_some(m)
+}
+
 /// Runs `f` over `rows` rows of `width` values of `out` (with the matching rows of the
 /// inputs, by row index), in parallel chunks when candle runs on more than one thread.
 pub(crate) fn for_row_chunks<T: Send>(

@@ -26,7 +26,7 @@
 //! f64 and f32), not bit for bit, so these genes' units have new ids
 //! ([`crate::version::SPARSE_KERNEL_REVISION`]).
 
-use super::kernels::{for_row_chunks, Real, LANES};
+use super::kernels::{finite_row_max, for_row_chunks, Real, LANES};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
 /// Which normalization: the exponent 1/(α − 1) of [a − u]₊.
@@ -114,20 +114,10 @@ fn forward_rows<F: Real>(kind: Sparse, z: &[F], p: &mut [F], tk: usize) {
     };
     let mut cand: Vec<F> = Vec::with_capacity(tk);
     for (zr, pr) in z.chunks_exact(tk).zip(p.chunks_exact_mut(tk)) {
-        let mut mz = zr[0];
-        let mut finite = true;
-        for &v in zr {
-            if v > mz {
-                mz = v;
-            }
-            // false for NaN and +∞
-            finite &= v <= F::HUGE;
-        }
-        if !finite {
-            // A NaN row, so that the training step's finiteness check sees it.
+        let Some(mz) = finite_row_max(zr) else {
             pr.fill(F::from_f64(f64::NAN));
             continue;
-        }
+        };
         cand.clear();
         cand.extend(zr.iter().map(|&v| c * (mz - v)).filter(|&w| w < F::ONE));
         if cand.is_empty() {
@@ -218,7 +208,30 @@ crate::multiversion! {
     }
 }
 
-/// Row width and count of a contiguous tensor.
+/// The forward over row chunks in parallel, with `kernel` (the dispatched f32 one, or
+/// [`forward_rows`] for f64).
+fn forward<F: Real>(kind: Sparse, z: &[F], tk: usize, kernel: Fwd<F>) -> Vec<F> {
+    let mut p = vec![F::ZERO; z.len()];
+    for_row_chunks(&mut p, tk, |row, chunk| {
+        kernel(kind, &z[row * tk..row * tk + chunk.len()], chunk, tk)
+    });
+    p
+}
+
+/// The backward over row chunks in parallel, as [`forward`].
+fn backward<F: Real>(kind: Sparse, p: &[F], g: &[F], tk: usize, kernel: Bwd<F>) -> Vec<F> {
+    let mut dz = vec![F::ZERO; p.len()];
+    for_row_chunks(&mut dz, tk, |row, chunk| {
+        let r = row * tk..row * tk + chunk.len();
+        kernel(kind, &p[r.clone()], &g[r], chunk, tk)
+    });
+    dz
+}
+
+type Fwd<F> = fn(Sparse, &[F], &mut [F], usize);
+type Bwd<F> = fn(Sparse, &[F], &[F], &mut [F], usize);
+
+/// The row width of a tensor's layout (an error for no keys).
 fn width(kind: Sparse, l: &Layout) -> Result<usize> {
     match l.shape().dims().last() {
         Some(&tk) if tk > 0 => Ok(tk),
@@ -238,22 +251,8 @@ impl CustomOp1 for SparseOp {
         let kind = self.0;
         let tk = width(kind, l)?;
         let out = match candle_core::backend::BackendStorage::dtype(s) {
-            DType::F32 => {
-                let z = f32::slice(s, l)?;
-                let mut p = vec![0f32; z.len()];
-                for_row_chunks(&mut p, tk, |row, chunk| {
-                    forward_f32(kind, &z[row * tk..row * tk + chunk.len()], chunk, tk)
-                });
-                f32::storage(p)
-            }
-            DType::F64 => {
-                let z = f64::slice(s, l)?;
-                let mut p = vec![0f64; z.len()];
-                for_row_chunks(&mut p, tk, |row, chunk| {
-                    forward_rows(kind, &z[row * tk..row * tk + chunk.len()], chunk, tk)
-                });
-                f64::storage(p)
-            }
+            DType::F32 => f32::storage(forward(kind, f32::slice(s, l)?, tk, forward_f32)),
+            DType::F64 => f64::storage(forward(kind, f64::slice(s, l)?, tk, forward_rows)),
             d => candle_core::bail!("{}: no CPU kernel for {d:?}", kind.name()),
         };
         Ok((out, l.shape().clone()))
@@ -291,24 +290,20 @@ impl CustomOp2 for SparseGrad {
             candle_core::bail!("{}: gradient shape differs from the output's", self.name());
         }
         let out = match candle_core::backend::BackendStorage::dtype(s1) {
-            DType::F32 => {
-                let (p, g) = (f32::slice(s1, l1)?, f32::slice(s2, l2)?);
-                let mut dz = vec![0f32; p.len()];
-                for_row_chunks(&mut dz, tk, |row, chunk| {
-                    let r = row * tk..row * tk + chunk.len();
-                    backward_f32(kind, &p[r.clone()], &g[r], chunk, tk)
-                });
-                f32::storage(dz)
-            }
-            DType::F64 => {
-                let (p, g) = (f64::slice(s1, l1)?, f64::slice(s2, l2)?);
-                let mut dz = vec![0f64; p.len()];
-                for_row_chunks(&mut dz, tk, |row, chunk| {
-                    let r = row * tk..row * tk + chunk.len();
-                    backward_rows(kind, &p[r.clone()], &g[r], chunk, tk)
-                });
-                f64::storage(dz)
-            }
+            DType::F32 => f32::storage(backward(
+                kind,
+                f32::slice(s1, l1)?,
+                f32::slice(s2, l2)?,
+                tk,
+                backward_f32,
+            )),
+            DType::F64 => f64::storage(backward(
+                kind,
+                f64::slice(s1, l1)?,
+                f64::slice(s2, l2)?,
+                tk,
+                backward_rows,
+            )),
             d => candle_core::bail!("{}: no CPU kernel for {d:?}", self.name()),
         };
         Ok((out, l1.shape().clone()))
