@@ -7,7 +7,8 @@
 //! composite update in [`super::AdamW::step`] (candle's `t * x` is `affine(x, 0)`, i.e.
 //! `v · x + 0`, `t / x` is `v · (1/x) + 0`, `t + x` is `v · 1 + x`), so the result is
 //! bit-identical (tested: `fused_adamw_is_bit_identical_to_the_composite_update`). Rust
-//! neither fuses a·b + c into an FMA nor drops the `+ 0.0` (which turns −0 into +0).
+//! neither fuses a·b + c into an FMA nor drops the `+ 0.0` (which turns −0 into +0), so
+//! the AVX2 and AVX-512 builds of the loops ([`crate::multiversion`]) give the same bits.
 
 use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, Tensor};
 use rayon::prelude::*;
@@ -108,13 +109,10 @@ impl InplaceOp2 for Moment<'_> {
             let r = off / per;
             let (live, coef) = (self.reps.live[r], self.reps.coef[r]);
             let g = &g[off..off + ch.len()];
-            for (x, &gv) in ch.iter_mut().zip(g) {
-                let gv = grad(gv, live, coef);
-                *x = if self.second {
-                    (*x * h.b2 + 0.0) + ((gv * gv) * h.one_minus_b2 + 0.0)
-                } else {
-                    (*x * h.b1 + 0.0) + (gv * h.one_minus_b1 + 0.0)
-                };
+            if self.second {
+                second_moment(ch, g, live, coef, h);
+            } else {
+                first_moment(ch, g, live, coef, h);
             }
         });
         Ok(())
@@ -149,17 +147,44 @@ impl InplaceOp3 for Update<'_> {
             let live = self.reps.live[off / per];
             let n = ch.len();
             let (m, v) = (&m[off..off + n], &v[off..off + n]);
-            for ((x, &mv), &vv) in ch.iter_mut().zip(m).zip(v) {
-                let mh = mv * h.inv_bc1 + 0.0;
-                let vh = vv * h.inv_bc2 + 0.0;
-                let mut upd = mh / (vh.sqrt() * 1.0 + h.eps);
-                if let Some(wd) = h.weight_decay {
-                    upd += *x * wd + 0.0;
-                }
-                *x -= (upd * live) * h.lr + 0.0;
-            }
+            update(ch, m, v, live, h);
         });
         Ok(())
+    }
+}
+
+crate::multiversion! {
+    /// m ← m·β₁ + g·(1 − β₁) over a chunk (g as [`grad`] gives it).
+    fn first_moment(x: &mut [f32], g: &[f32], live: f32, coef: f32, h: Hyper) -> () {
+        for (x, &gv) in x.iter_mut().zip(g) {
+            let gv = grad(gv, live, coef);
+            *x = (*x * h.b1 + 0.0) + (gv * h.one_minus_b1 + 0.0);
+        }
+    }
+}
+
+crate::multiversion! {
+    /// v ← v·β₂ + g²·(1 − β₂) over a chunk.
+    fn second_moment(x: &mut [f32], g: &[f32], live: f32, coef: f32, h: Hyper) -> () {
+        for (x, &gv) in x.iter_mut().zip(g) {
+            let gv = grad(gv, live, coef);
+            *x = (*x * h.b2 + 0.0) + ((gv * gv) * h.one_minus_b2 + 0.0);
+        }
+    }
+}
+
+crate::multiversion! {
+    /// p ← p − (m̂ / (√v̂ + ε) [+ p·wd]) · live · lr over a chunk.
+    fn update(p: &mut [f32], m: &[f32], v: &[f32], live: f32, h: Hyper) -> () {
+        for ((x, &mv), &vv) in p.iter_mut().zip(m).zip(v) {
+            let mh = mv * h.inv_bc1 + 0.0;
+            let vh = vv * h.inv_bc2 + 0.0;
+            let mut upd = mh / (vh.sqrt() * 1.0 + h.eps);
+            if let Some(wd) = h.weight_decay {
+                upd += *x * wd + 0.0;
+            }
+            *x -= (upd * live) * h.lr + 0.0;
+        }
     }
 }
 
