@@ -28,9 +28,20 @@ pub fn keep_freed_memory() {
 
 /// Builds rayon's global pool with `threads` threads that flush denormals, flushes on the
 /// calling thread too, and keeps freed memory mapped. Safe to call more than once (later calls only flush).
+///
+/// Candle's own elementwise and reduction ops run on one thread (`CANDLE_NUM_THREADS=1`
+/// unless set): at these sizes they gained nothing from a second thread, and their barrier
+/// pool spins on every op, which slowed the backward by a third while another thread
+/// computes the output layer's embedding gradient ([`crate::model::lm_head::DeferredEmbGrad`];
+/// seed preset, R = 1: backward 133–153 ms with candle's pool of 2, 94–101 ms without).
+/// The GEMMs and the fused kernels still use `threads` threads. Results do not depend on
+/// candle's thread count.
 pub fn init_threads(threads: usize) {
     flush_denormals();
     keep_freed_memory();
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)

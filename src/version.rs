@@ -43,6 +43,17 @@ pub const ENTMAX_KERNEL_REVISION: u32 = 4;
 /// list is `REVISIONS` below), so that a gene's newest revision is also its largest.
 pub const SPARSE_KERNEL_REVISION: u32 = 5;
 
+/// The revision of the output layer's CPU kernel ([`crate::model::lm_head`]), which every
+/// gene uses:
+/// - 1 (implicit): row max, Σ exp(z − m) with 8 partial sums, then G = exp(z − lse)·g
+///   (the exponentials computed twice), ∂E = Gᵀ·h as one GEMM;
+/// - 6: z ← exp(z − m) in place with an FMA exponential and 32 partial sums, G = e·(g/s)
+///   (one multiply), and ∂E in pieces of 1,024 vocabulary rows (one single-threaded GEMM
+///   each) that other threads compute while candle runs the rest of the backward. Losses
+///   and gradients agree with revision 1 to f32 rounding, not bit for bit, so every gene's
+///   units get new ids.
+pub const HEAD_KERNEL_REVISION: u32 = 6;
+
 /// Which genes a kernel revision changed.
 type Affects = fn(crate::gene::Gene) -> bool;
 
@@ -50,13 +61,14 @@ type Affects = fn(crate::gene::Gene) -> bool;
 /// it changed. The numbers rise strictly (a test checks it), so a gene's newest revision
 /// is also its largest: each change a gene's kernels go through gives it a new number.
 /// A new revision is appended here with the next number.
-const REVISIONS: [(u32, Affects); 4] = [
+const REVISIONS: [(u32, Affects); 5] = [
     (FUSED_KERNELS_REVISION, |g| {
         uses_additive(g) || uses_alpha_entmax(g)
     }),
     (3, uses_alpha_entmax),
     (ENTMAX_KERNEL_REVISION, uses_alpha_entmax),
     (SPARSE_KERNEL_REVISION, uses_sparse),
+    (HEAD_KERNEL_REVISION, |_| true),
 ];
 
 fn uses_additive(g: crate::gene::Gene) -> bool {
@@ -76,10 +88,11 @@ fn uses_sparse(g: crate::gene::Gene) -> bool {
 }
 
 /// The kernel revision that enters `gene`'s unit ids: the newest revision that changed one
-/// of its kernels — [`ENTMAX_KERNEL_REVISION`] for `alpha_entmax` normalization,
-/// [`SPARSE_KERNEL_REVISION`] for `sparsemax` and `entmax15`, [`FUSED_KERNELS_REVISION`]
-/// for `additive` similarity with another normalization — and `None` (revision 1,
-/// implicit) for every other gene.
+/// of its kernels. Since [`HEAD_KERNEL_REVISION`] (the output layer, which every gene has)
+/// that is 6 for every gene; before it, [`ENTMAX_KERNEL_REVISION`] for `alpha_entmax`
+/// normalization, [`SPARSE_KERNEL_REVISION`] for `sparsemax` and `entmax15`,
+/// [`FUSED_KERNELS_REVISION`] for `additive` similarity with another normalization, and
+/// `None` (revision 1, implicit) for every other gene ([`kernel_revision_history`]).
 pub fn kernel_revision(gene: crate::gene::Gene) -> Option<u32> {
     kernel_revision_history(gene).pop().flatten()
 }

@@ -73,6 +73,39 @@ fn batch(corpus: &Corpus, cfg: &TrainConfig, seeds: &[u64]) -> (Tensor, Tensor) 
     )
 }
 
+/// The training loop's loss, whose output-layer embedding gradient is computed beside
+/// candle's backward and added afterwards, gives every parameter the gradient of the plain
+/// loss bit for bit (vocabulary above one 1,024-row piece of ∂E, two replicas).
+#[test]
+fn deferred_embedding_gradient_gives_the_same_gradients() {
+    let corpus = synthetic_corpus();
+    let cfg = Preset::Smoke.config();
+    let mut mcfg = cfg.model(corpus.vocab.len());
+    mcfg.vocab_size = 2_100; // ids stay below the corpus's vocabulary; rows above get only ∂E
+    let seeds = [3u64, 4];
+    let (x, y) = batch(&corpus, &cfg, &seeds);
+    for gene in [
+        "dot+softmax+none+fixed",
+        "additive+alpha_entmax+output_gate+learned",
+    ] {
+        let gene: Gene = gene.parse().unwrap();
+        let model = Transformer::new(gene, mcfg, &seeds, DType::F32, &Device::Cpu).unwrap();
+        let plain = train::gradients(&model, &x, &y).unwrap();
+        let (loss, deferred) = model.loss_deferred(&x, &y).unwrap();
+        let mut grads = loss.sum_all().unwrap().backward().unwrap();
+        model.add_deferred_grad(&mut grads, deferred).unwrap();
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            v.iter().map(|x| x.to_bits()).collect()
+        };
+        for ((spec, var), (name, want)) in model.params.iter().zip(&plain) {
+            assert_eq!(&spec.name, name);
+            let got = grads.get(var).map(bits);
+            assert_eq!(got, want.as_ref().map(bits), "{gene}: {name}");
+        }
+    }
+}
+
 #[test]
 fn every_gene_has_finite_loss_and_nonzero_gradient_on_every_parameter() {
     let corpus = synthetic_corpus();

@@ -41,7 +41,7 @@ fn committed_unit_ids_are_recomputed_exactly() {
 }
 
 #[test]
-fn only_genes_with_new_kernels_get_new_ids() {
+fn genes_with_new_kernels_get_new_ids() {
     let cfg = evoattn::train::Preset::Cpu.config();
     let mut changed = 0;
     for g in evoattn::gene::Gene::all() {
@@ -58,59 +58,52 @@ fn only_genes_with_new_kernels_get_new_ids() {
     assert!(changed > 0);
 }
 
-/// Each kernel's revision reaches exactly the genes that use it, and a gene with two
-/// rewritten kernels carries the newer one (revisions are numbered across kernels).
+/// Each kernel's revision reaches exactly the genes that use it (the output layer's
+/// revision 6 reaches every gene), and a gene's id carries its newest revision (revisions
+/// are numbered across kernels).
 #[test]
 fn kernel_revisions_follow_the_components() {
     use evoattn::version::{
-        ENTMAX_KERNEL_REVISION, FUSED_KERNELS_REVISION, SPARSE_KERNEL_REVISION,
+        ENTMAX_KERNEL_REVISION, FUSED_KERNELS_REVISION, HEAD_KERNEL_REVISION,
+        SPARSE_KERNEL_REVISION,
     };
     let rev = |g: &str| kernel_revision(g.parse().unwrap());
-    assert_eq!(rev("dot+softmax+none+fixed"), None);
-    assert_eq!(rev("cosine+sigmoid+highway+learned"), None);
-    assert_eq!(
-        rev("additive+softmax+none+fixed"),
-        Some(FUSED_KERNELS_REVISION)
-    );
-    assert_eq!(
-        rev("dot+alpha_entmax+none+fixed"),
-        Some(ENTMAX_KERNEL_REVISION)
-    );
-    assert_eq!(
-        rev("dot+sparsemax+output_gate+learned"),
-        Some(SPARSE_KERNEL_REVISION)
-    );
-    assert_eq!(
-        rev("neg_l2+entmax15+none+fixed"),
-        Some(SPARSE_KERNEL_REVISION)
-    );
-    assert_eq!(
-        rev("additive+alpha_entmax+none+fixed"),
-        Some(ENTMAX_KERNEL_REVISION)
-    );
-    assert_eq!(
-        rev("additive+entmax15+none+fixed"),
-        Some(SPARSE_KERNEL_REVISION)
-    );
+    for g in evoattn::gene::Gene::all() {
+        assert_eq!(kernel_revision(g), Some(HEAD_KERNEL_REVISION), "{g}");
+    }
+    assert_eq!(rev("dot+softmax+none+fixed"), Some(HEAD_KERNEL_REVISION));
     // Each revision above every earlier one, so a gene's newest is its largest.
     let all = kernel_revision_numbers();
     assert!(all.windows(2).all(|w| w[0] < w[1]), "{all:?}");
     assert!(all.contains(&FUSED_KERNELS_REVISION) && all.contains(&ENTMAX_KERNEL_REVISION));
-    assert_eq!(all.last(), Some(&SPARSE_KERNEL_REVISION));
-    // Histories: what earlier builds may have stored.
+    assert!(all.contains(&SPARSE_KERNEL_REVISION));
+    assert_eq!(all.last(), Some(&HEAD_KERNEL_REVISION));
+    // Histories: what earlier builds may have stored, per component.
     let hist = |g: &str| kernel_revision_history(g.parse().unwrap());
-    assert_eq!(hist("dot+softmax+none+fixed"), vec![None]);
-    assert_eq!(hist("dot+sparsemax+none+fixed"), vec![None, Some(5)]);
+    assert_eq!(hist("dot+softmax+none+fixed"), vec![None, Some(6)]);
+    assert_eq!(hist("cosine+sigmoid+highway+learned"), vec![None, Some(6)]);
+    assert_eq!(
+        hist("additive+softmax+none+fixed"),
+        vec![None, Some(2), Some(6)]
+    );
+    assert_eq!(
+        hist("dot+sparsemax+none+fixed"),
+        vec![None, Some(5), Some(6)]
+    );
+    assert_eq!(
+        hist("neg_l2+entmax15+none+fixed"),
+        vec![None, Some(5), Some(6)]
+    );
     assert_eq!(
         hist("additive+sparsemax+none+fixed"),
-        vec![None, Some(2), Some(5)]
+        vec![None, Some(2), Some(5), Some(6)]
     );
     assert_eq!(
         hist("additive+alpha_entmax+none+fixed"),
-        vec![None, Some(2), Some(3), Some(4)]
+        vec![None, Some(2), Some(3), Some(4), Some(6)]
     );
     assert_eq!(
         hist("dot+alpha_entmax+none+fixed"),
-        vec![None, Some(2), Some(3), Some(4)]
+        vec![None, Some(2), Some(3), Some(4), Some(6)]
     );
 }

@@ -4,20 +4,31 @@
 //! candle ops it costs three GEMMs plus a transposed copy of the embedding gradient, a
 //! dozen passes over the `[N, V]` logits, and two fresh 270 MB tensors per step (whose
 //! pages the kernel zeroes every time). This op computes `logits = h·Eᵀ` into a buffer that
-//! is reused across steps, the per-row NLL in two vectorised passes, and in the backward
-//! turns the buffer into `G = (softmax − onehot)·g` in place and calls the GEMM kernel
-//! directly for `∂h = G·E` and `∂E = Gᵀ·h`. Other devices and dtypes use the composite path.
+//! is reused across steps, and the per-row NLL in two vectorised passes: the row max m,
+//! then `z ← e = exp(z − m)` in place with its sum s (NLL = m + ln s − z_target). The
+//! backward turns the buffer into `G = (softmax − onehot)·g = e·(g/s) − onehot·g` in place
+//! (one multiply per entry: the exponentials are not computed twice) and calls the GEMM
+//! kernel directly for `∂h = G·E` and `∂E = Gᵀ·h`. Other devices and dtypes use the
+//! composite path.
 //!
 //! When the caller knows the gradient every row will receive (a mean over tokens:
-//! [`lm_head_nll_scaled`]), the forward computes G right after each row's log-sum-exp,
+//! [`lm_head_nll_scaled`]), the forward computes G right after each row's sum of exponentials,
 //! while the row is still in cache, with the same operations as the backward would (so the
 //! result is bit-identical), and the backward skips its pass over the `[N, V]` buffer (a
 //! read and a write of 272 MB per replica and step at the `seed` preset).
+//!
+//! ∂E is computed in pieces of [`EMB_GRAD_ROWS`] vocabulary rows, one single-threaded GEMM
+//! each, so its bits do not depend on the thread count. With [`lm_head_nll_deferred`] (the
+//! training loop) the backward hands candle ∂h only and leaves the pieces to rayon's other
+//! threads, which compute them while candle runs the blocks' backward op by op on this
+//! thread; the caller adds [`DeferredEmbGrad::finish`]'s ∂E to the embedding's gradient
+//! afterwards (bit-identical to the undeferred op, tested).
 
-use super::kernels::{contiguous_f32, row_max, row_softmax_scaled, row_sum_exp};
+use super::kernels::{contiguous_f32, row_exp_sum, row_max, row_scale};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Buffers for logits, kept between steps so that their pages stay mapped.
 static POOL: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
@@ -50,38 +61,39 @@ fn parallelism() -> gemm::Parallelism {
 /// Row-major `[rows, cols]` matrix view for the GEMM call: (pointer, column stride, row stride).
 type MatRef = (*const f32, isize, isize);
 
-/// dst`[m, n]` (row-major, contiguous) = lhs`[m, k]` · rhs`[k, n]`.
+/// dst`[m, n]` (row-major, contiguous) = lhs`[m, k]` · rhs`[k, n]`, on the threads of
+/// [`parallelism`].
 ///
 /// # Safety
 /// The pointers and strides must describe valid matrices of the given shapes.
 unsafe fn matmul(m: usize, n: usize, k: usize, dst: *mut f32, lhs: MatRef, rhs: MatRef) {
+    matmul_on(m, n, k, dst, lhs, rhs, parallelism())
+}
+
+/// [`matmul`] on the given threads.
+///
+/// # Safety
+/// As for [`matmul`].
+unsafe fn matmul_on(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    lhs: MatRef,
+    rhs: MatRef,
+    par: gemm::Parallelism,
+) {
     gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        n as isize,
-        false,
-        lhs.0,
-        lhs.1,
-        lhs.2,
-        rhs.0,
-        rhs.1,
-        rhs.2,
-        0.0,
-        1.0,
-        false,
-        false,
-        false,
-        parallelism(),
+        m, n, k, dst, 1, n as isize, false, lhs.0, lhs.1, lhs.2, rhs.0, rhs.1, rhs.2, 0.0, 1.0,
+        false, false, false, par,
     )
 }
 
 struct Saved {
-    /// logits in the forward, G after the backward: `[R, N, V]`.
+    /// exp(logit − row max) after the forward, G after the backward: `[R, N, V]`.
     logits: Vec<f32>,
-    lse: Vec<f32>,
+    /// Σ exp(logit − row max) of each row, `[R·N]`.
+    sums: Vec<f32>,
     dims: (usize, usize, usize, usize), // R, N, V, d
     /// `Some(g)`: `logits` already holds G for a gradient of g at every row.
     prescaled: Option<f32>,
@@ -92,6 +104,9 @@ struct LmHeadNll {
     saved: Mutex<Option<Saved>>,
     /// The gradient every row is expected to receive, when G is to be formed in the forward.
     grad_scale: Option<f32>,
+    /// `Some`: the backward hands ∂E to this slot (see [`DeferredEmbGrad`]) instead of to
+    /// candle.
+    deferred: Option<Arc<Mutex<Option<Arc<EmbGradJob>>>>>,
 }
 
 impl Drop for LmHeadNll {
@@ -151,25 +166,27 @@ impl CustomOp3 for LmHeadNll {
             };
         }
         let mut loss = vec![0f32; r * n];
-        let mut lse = vec![0f32; r * n];
+        let mut sums = vec![0f32; r * n];
         let grad_scale = self.grad_scale;
         logits[..r * n * v]
             .par_chunks_mut(v)
-            .zip(loss.par_iter_mut().zip(lse.par_iter_mut()))
+            .zip(loss.par_iter_mut().zip(sums.par_iter_mut()))
             .enumerate()
-            .for_each(|(row, (z, (lo, ls)))| {
+            .for_each(|(row, (z, (lo, su)))| {
                 let m = row_max(z);
-                let l = m + row_sum_exp(z, m).ln();
-                *ls = l;
                 let target = t[row] as usize;
-                *lo = l - z[target];
+                let picked = z[target];
+                // z ← exp(z − m): the softmax is then one multiply away
+                let s = row_exp_sum(z, m);
+                *su = s;
+                *lo = (m + s.ln()) - picked;
                 if let Some(g) = grad_scale {
-                    softmax_minus_onehot(z, l, g, target);
+                    softmax_minus_onehot(z, s, g, target);
                 }
             });
         *self.saved.lock().expect("saved lock") = Some(Saved {
             logits,
-            lse,
+            sums,
             dims: (r, n, v, d),
             prescaled: grad_scale,
         });
@@ -193,7 +210,7 @@ impl CustomOp3 for LmHeadNll {
         let g: Vec<f32> = grad.flatten_all()?.to_vec1()?;
         let t: Vec<u32> = targets.flatten_all()?.to_vec1()?;
         // G = (softmax − onehot)·g, in place (unless the forward formed it).
-        let lse = &saved.lse;
+        let sums = &saved.sums;
         match saved.prescaled {
             Some(g0) if g.iter().all(|&x| x.to_bits() == g0.to_bits()) => {}
             Some(g0) => {
@@ -210,7 +227,7 @@ impl CustomOp3 for LmHeadNll {
             None => saved.logits[..r * n * v]
                 .par_chunks_mut(v)
                 .enumerate()
-                .for_each(|(row, z)| softmax_minus_onehot(z, lse[row], g[row], t[row] as usize)),
+                .for_each(|(row, z)| softmax_minus_onehot(z, sums[row], g[row], t[row] as usize)),
         }
         let (hs, hl) = h.storage_and_layout();
         let (es, el) = e.storage_and_layout();
@@ -221,11 +238,10 @@ impl CustomOp3 for LmHeadNll {
         let ee = contiguous_f32(es, el)?;
         let gm = &saved.logits;
         let mut gh = vec![0f32; r * n * d];
-        let mut ge = vec![0f32; r * v * d];
         for i in 0..r {
             let gi = gm.as_ptr().wrapping_add(i * n * v);
-            // SAFETY: G_i is [n, v] row-major; E_i [v, d] and h_i [n, d] row-major; Gᵀ is
-            // read with column stride v and row stride 1. Destinations are disjoint slices.
+            // SAFETY: G_i is [n, v] row-major, E_i [v, d] row-major; the destination is
+            // replica i's [n, d] slice.
             unsafe {
                 matmul(
                     n,
@@ -235,29 +251,170 @@ impl CustomOp3 for LmHeadNll {
                     (gi, 1, v as isize),
                     (ee.as_ptr().add(i * v * d), 1, d as isize),
                 );
-                matmul(
-                    v,
-                    d,
-                    n,
-                    ge.as_mut_ptr().add(i * v * d),
-                    (gi, v as isize, 1),
-                    (hh.as_ptr().add(i * n * d), 1, d as isize),
-                );
             }
         }
-        give_buffer(saved.logits);
         let dev = h.device();
-        Ok((
-            Some(Tensor::from_vec(gh, (r, n, d), dev)?),
-            Some(Tensor::from_vec(ge, (r, v, d), dev)?),
-            None,
-        ))
+        let gh = Tensor::from_vec(gh, (r, n, d), dev)?;
+        let job = Arc::new(EmbGradJob::new(
+            std::mem::take(&mut saved.logits),
+            hh.to_vec(),
+            saved.dims,
+        ));
+        if let Some(slot) = &self.deferred {
+            // ∂E waits for DeferredEmbGrad::finish; helpers on rayon's threads (which flush
+            // denormals like this one, see `crate::cpu::init_threads`: the same bits, and no
+            // slow path on G's denormals) start on it now, alongside the rest of the
+            // backward (which candle runs op by op on this thread).
+            for _ in 1..candle_core::utils::get_num_threads().max(1) {
+                let job = Arc::clone(&job);
+                rayon::spawn(move || job.work());
+            }
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(job);
+            return Ok((Some(gh), None, None));
+        }
+        let ge = job.finish_parallel();
+        Ok((Some(gh), Some(Tensor::from_vec(ge, (r, v, d), dev)?), None))
     }
 }
 
-/// A row of logits z (log-sum-exp l, target `target`) into G = (softmax − onehot)·g.
-fn softmax_minus_onehot(z: &mut [f32], l: f32, g: f32, target: usize) {
-    row_softmax_scaled(z, l, g);
+/// Vocabulary rows per piece of the embedding gradient `∂E = Gᵀ·h`. Each piece is one
+/// single-threaded GEMM, whatever the number of threads, so the result does not depend on
+/// how many threads share the pieces.
+const EMB_GRAD_ROWS: usize = 1024;
+
+/// The embedding gradient `∂E = Gᵀ·h` of one backward, in pieces of [`EMB_GRAD_ROWS`]
+/// vocabulary rows that any thread may claim.
+struct EmbGradJob {
+    /// G `[R, N, V]` (a pooled buffer, returned on drop).
+    g: Vec<f32>,
+    /// h `[R, N, d]`.
+    h: Vec<f32>,
+    dims: (usize, usize, usize, usize), // R, N, V, d
+    /// ∂E `[R, V, d]`; each piece's rows are written by the one thread that claimed it.
+    out: Mutex<Vec<f32>>,
+    out_ptr: SendPtr,
+    next: AtomicUsize,
+    done: AtomicUsize,
+}
+
+/// A pointer to [`EmbGradJob::out`] for the threads that write disjoint pieces of it.
+struct SendPtr(*mut f32);
+// SAFETY: the pointee outlives every user (it is owned by the job they share), and each
+// piece is written by exactly one thread (claimed through `next`).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl EmbGradJob {
+    fn new(g: Vec<f32>, h: Vec<f32>, dims: (usize, usize, usize, usize)) -> Self {
+        let (r, _, v, d) = dims;
+        let mut out = vec![0f32; r * v * d];
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        EmbGradJob {
+            g,
+            h,
+            dims,
+            out: Mutex::new(out),
+            out_ptr,
+            next: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+        }
+    }
+
+    fn pieces(&self) -> usize {
+        let (r, _, v, _) = self.dims;
+        r * v.div_ceil(EMB_GRAD_ROWS)
+    }
+
+    /// Computes piece `c`: rows `v0..v0 + len` of replica i's ∂E.
+    fn piece(&self, c: usize) {
+        let (_, n, v, d) = self.dims;
+        let per = v.div_ceil(EMB_GRAD_ROWS);
+        let (i, v0) = (c / per, (c % per) * EMB_GRAD_ROWS);
+        let len = EMB_GRAD_ROWS.min(v - v0);
+        // SAFETY: G_i is [n, v] row-major, read as Gᵀ [v, n] (column stride v) from row v0;
+        // h_i is [n, d] row-major; the destination is rows v0..v0 + len of replica i's
+        // [v, d] block of `out`, which only this call writes.
+        unsafe {
+            matmul_on(
+                len,
+                d,
+                n,
+                self.out_ptr.0.add((i * v + v0) * d),
+                (self.g.as_ptr().add(i * n * v + v0), v as isize, 1),
+                (self.h.as_ptr().add(i * n * d), 1, d as isize),
+                gemm::Parallelism::None,
+            );
+        }
+    }
+
+    /// Claims and computes pieces until none is left.
+    fn work(&self) {
+        loop {
+            let c = self.next.fetch_add(1, Ordering::Relaxed);
+            if c >= self.pieces() {
+                return;
+            }
+            self.piece(c);
+            self.done.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Works until every piece is done (helpers may still be finishing theirs), then takes ∂E.
+    fn finish(&self) -> Vec<f32> {
+        self.work();
+        while self.done.load(Ordering::Acquire) < self.pieces() {
+            std::thread::yield_now();
+        }
+        std::mem::take(&mut *self.out.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Every piece on rayon's threads, then ∂E.
+    fn finish_parallel(&self) -> Vec<f32> {
+        (0..self.pieces())
+            .into_par_iter()
+            .for_each(|c| self.piece(c));
+        self.done.store(self.pieces(), Ordering::Release);
+        self.next.store(self.pieces(), Ordering::Relaxed);
+        std::mem::take(&mut *self.out.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Drop for EmbGradJob {
+    fn drop(&mut self) {
+        give_buffer(std::mem::take(&mut self.g));
+    }
+}
+
+/// The output layer's embedding gradient, kept out of candle's backward so that it can be
+/// computed while the rest of the backward runs (on the CPU, candle runs the blocks'
+/// backward op by op on one thread; the `threads − 1` other threads start on ∂E = Gᵀ·h
+/// right away). From [`lm_head_nll_deferred`]; after the backward, [`Self::finish`] gives
+/// ∂E to add to the embedding's gradient.
+#[derive(Default)]
+pub struct DeferredEmbGrad {
+    slot: Option<Arc<Mutex<Option<Arc<EmbGradJob>>>>>,
+}
+
+impl DeferredEmbGrad {
+    /// ∂E `[R, V, d]` of the output layer, once the backward has run: `None` when it has not
+    /// (no gradient tracking), or when the output layer's gradient went through candle
+    /// (devices other than the CPU, dtypes other than f32).
+    pub fn finish(self, device: &candle_core::Device) -> Result<Option<Tensor>> {
+        let Some(slot) = self.slot else {
+            return Ok(None);
+        };
+        let job = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(job) = job else { return Ok(None) };
+        let (r, _, v, d) = job.dims;
+        let ge = job.finish();
+        Ok(Some(Tensor::from_vec(ge, (r, v, d), device)?))
+    }
+}
+
+/// A row of e = exp(logit − max) (sum `s`, target `target`) into G = (softmax − onehot)·g,
+/// as e·(g/s) − onehot·g.
+fn softmax_minus_onehot(z: &mut [f32], s: f32, g: f32, target: usize) {
+    row_scale(z, g / s);
     z[target] -= g;
 }
 
@@ -284,11 +441,49 @@ pub fn lm_head_nll_scaled(
     nll(h, emb, targets, prescale.then_some(grad_scale))
 }
 
+/// [`lm_head_nll_scaled`] whose backward leaves the embedding's share of the gradient,
+/// ∂E, to the returned [`DeferredEmbGrad`]: on the CPU candle's backward gets ∂h only, and
+/// other threads compute ∂E meanwhile. The caller must add
+/// [`DeferredEmbGrad::finish`]'s tensor to the embedding's gradient after the backward
+/// (on other devices it is `None` and candle's gradient is already complete). The values
+/// are those of [`lm_head_nll_scaled`], bit for bit.
+pub fn lm_head_nll_deferred(
+    h: &Tensor,
+    emb: &Tensor,
+    targets: &Tensor,
+    grad_scale: f32,
+) -> Result<(Tensor, DeferredEmbGrad)> {
+    let prescale = (h.track_op() || emb.track_op()) && grad_scale.is_normal();
+    let mut deferred = DeferredEmbGrad::default();
+    if h.device().is_cpu() && h.dtype() == DType::F32 {
+        deferred.slot = Some(Arc::new(Mutex::new(None)));
+    }
+    let rows = nll_op(
+        h,
+        emb,
+        targets,
+        prescale.then_some(grad_scale),
+        deferred.slot.clone(),
+    )?;
+    Ok((rows, deferred))
+}
+
 fn nll(h: &Tensor, emb: &Tensor, targets: &Tensor, grad_scale: Option<f32>) -> Result<Tensor> {
+    nll_op(h, emb, targets, grad_scale, None)
+}
+
+fn nll_op(
+    h: &Tensor,
+    emb: &Tensor,
+    targets: &Tensor,
+    grad_scale: Option<f32>,
+    deferred: Option<Arc<Mutex<Option<Arc<EmbGradJob>>>>>,
+) -> Result<Tensor> {
     if h.device().is_cpu() && h.dtype() == DType::F32 {
         let op = LmHeadNll {
             saved: Mutex::new(None),
             grad_scale,
+            deferred,
         };
         return h
             .contiguous()?
@@ -394,6 +589,49 @@ mod tests {
         assert_ne!(plain3.1, plain.1);
     }
 
+    /// The deferred embedding gradient, pieced over vocabulary rows (several pieces and a
+    /// partial one here, shared with a helper thread), equals candle's path bit for bit
+    /// once added, and ∂h is unchanged.
+    #[test]
+    fn deferred_embedding_gradient_is_bit_identical() {
+        let (r, n, v) = (2, 24, 2 * EMB_GRAD_ROWS + 77);
+        let (h, e, t) = inputs(r, n, v, 8, 37);
+        let scale = 1.0 / n as f64;
+        let plain = lm_head_nll_scaled(h.as_tensor(), e.as_tensor(), &t, scale as f32).unwrap();
+        let g1 = plain.sum(1).unwrap().affine(scale, 0.0).unwrap();
+        let g1 = g1.sum_all().unwrap().backward().unwrap();
+        let (rows, deferred) =
+            lm_head_nll_deferred(h.as_tensor(), e.as_tensor(), &t, scale as f32).unwrap();
+        assert_eq!(
+            rows.to_vec2::<f32>().unwrap(),
+            plain.to_vec2::<f32>().unwrap()
+        );
+        let loss = rows.sum(1).unwrap().affine(scale, 0.0).unwrap();
+        let g2 = loss.sum_all().unwrap().backward().unwrap();
+        assert!(g2.get(&e).is_none(), "∂E went through candle");
+        let ge = deferred.finish(&Device::Cpu).unwrap().expect("∂E deferred");
+        assert_eq!(bits(&ge), bits(g1.get(&e).unwrap()), "∂E not bit-identical");
+        assert_eq!(bits(g2.get(&h).unwrap()), bits(g1.get(&h).unwrap()), "∂h");
+        // and right: against the composite in f64
+        let h64 = Var::from_tensor(&h.as_tensor().to_dtype(DType::F64).unwrap()).unwrap();
+        let e64 = Var::from_tensor(&e.as_tensor().to_dtype(DType::F64).unwrap()).unwrap();
+        let comp = lm_head_nll(h64.as_tensor(), e64.as_tensor(), &t).unwrap();
+        let gc = comp.sum_all().unwrap().affine(scale, 0.0).unwrap();
+        let gc = gc.backward().unwrap();
+        assert!(max_abs_diff(&ge, gc.get(&e64).unwrap()) < 1e-6);
+    }
+
+    /// Without a backward (no gradient tracking) there is nothing to finish.
+    #[test]
+    fn deferred_gradient_without_backward_is_none() {
+        let h = Tensor::randn(0f32, 1.0, (1, 3, 4), &Device::Cpu).unwrap();
+        let e = Tensor::randn(0f32, 1.0, (1, 5, 4), &Device::Cpu).unwrap();
+        let t = Tensor::from_vec(vec![0u32, 4, 2], (1, 3), &Device::Cpu).unwrap();
+        let (rows, deferred) = lm_head_nll_deferred(&h, &e, &t, 1.0 / 3.0).unwrap();
+        assert_eq!(rows.dims(), &[1, 3]);
+        assert!(deferred.finish(&Device::Cpu).unwrap().is_none());
+    }
+
     /// A second backward of the same op is an error, not silently wrong gradients.
     #[test]
     fn second_backward_is_an_error() {
@@ -405,6 +643,7 @@ mod tests {
         let op = LmHeadNll {
             saved: Mutex::new(None),
             grad_scale: None,
+            deferred: None,
         };
         let (hs, hl) = h.storage_and_layout();
         let (es, el) = e.storage_and_layout();

@@ -260,6 +260,44 @@ impl Transformer {
         self.layer_norm(&x, "ln_f")
     }
 
+    /// [`Self::loss`] whose backward leaves the output layer's share of the embedding
+    /// gradient to the returned [`lm_head::DeferredEmbGrad`], computed on the other threads
+    /// while the rest of the backward runs: after `backward()`, add
+    /// [`lm_head::DeferredEmbGrad::finish`]'s tensor to the gradient of `tok_emb`
+    /// ([`Self::add_deferred_grad`] does). Same values as [`Self::loss`], bit for bit.
+    pub fn loss_deferred(
+        &self,
+        ids: &Tensor,
+        targets: &Tensor,
+    ) -> Result<(Tensor, lm_head::DeferredEmbGrad)> {
+        let tokens = targets.dim(1)? * targets.dim(2)?;
+        let scale = 1.0 / tokens as f64;
+        let x = self.hidden(ids)?;
+        let (r, n, _) = x.dims3()?;
+        let t = targets.reshape((r, n))?;
+        let (rows, deferred) =
+            lm_head::lm_head_nll_deferred(&x, self.params.get("tok_emb"), &t, scale as f32)?;
+        Ok((rows.sum(1)?.affine(scale, 0.0)?, deferred))
+    }
+
+    /// Completes `grads` from [`Self::loss_deferred`]'s backward: adds the output layer's
+    /// ∂E to the gradient of `tok_emb`.
+    pub fn add_deferred_grad(
+        &self,
+        grads: &mut candle_core::backprop::GradStore,
+        deferred: lm_head::DeferredEmbGrad,
+    ) -> Result<()> {
+        let emb = self.params.get("tok_emb");
+        if let Some(ge) = deferred.finish(emb.device())? {
+            let total = match grads.get(emb) {
+                Some(g) => (g + ge)?,
+                None => ge,
+            };
+            grads.insert(emb, total);
+        }
+        Ok(())
+    }
+
     /// Per-replica mean cross-entropy `[R]` of predicting `targets` `[R, B, T]` from `ids`.
     pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
         let tokens = targets.dim(1)? * targets.dim(2)?;

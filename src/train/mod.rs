@@ -499,8 +499,9 @@ pub fn train(
             .unzip();
         let x = ids_tensor(&xs, b, t, device)?;
         let y = ids_tensor(&ys, b, t, device)?;
-        let loss = model.loss(&x, &y)?; // [R]
-        let grads = loss.sum_all()?.backward()?;
+        let (loss, deferred) = model.loss_deferred(&x, &y)?; // [R]
+        let mut grads = loss.sum_all()?.backward()?;
+        model.add_deferred_grad(&mut grads, deferred)?;
         let lv: Vec<f32> = loss.to_dtype(DType::F32)?.to_vec1()?;
         let norms = grad_norms(&model, &grads)?;
         let mut coef = vec![0f32; r];
