@@ -265,7 +265,9 @@ impl CustomOp3 for LmHeadNll {
             // denormals like this one, see `crate::cpu::init_threads`: the same bits, and no
             // slow path on G's denormals) start on it now, alongside the rest of the
             // backward (which candle runs op by op on this thread).
-            for _ in 1..candle_core::utils::get_num_threads().max(1) {
+            // (`current_num_threads`: the pool this runs in, e.g. one executor job's; a panic
+            // in a helper aborts the process, as rayon's `spawn` does, rather than hang.)
+            for _ in 1..rayon::current_num_threads().max(1) {
                 let job = Arc::clone(&job);
                 rayon::spawn(move || job.work());
             }
@@ -285,8 +287,10 @@ const EMB_GRAD_ROWS: usize = 1024;
 /// The embedding gradient `∂E = Gᵀ·h` of one backward, in pieces of [`EMB_GRAD_ROWS`]
 /// vocabulary rows that any thread may claim.
 struct EmbGradJob {
-    /// G `[R, N, V]` (a pooled buffer, returned on drop).
-    g: Vec<f32>,
+    /// G `[R, N, V]`, a pooled buffer: returned to the pool as soon as every piece is done
+    /// (a helper that starts late, or never, must not keep it), else on drop.
+    g: Mutex<Vec<f32>>,
+    g_ptr: SendPtr,
     /// h `[R, N, d]`.
     h: Vec<f32>,
     dims: (usize, usize, usize, usize), // R, N, V, d
@@ -297,10 +301,13 @@ struct EmbGradJob {
     done: AtomicUsize,
 }
 
-/// A pointer to [`EmbGradJob::out`] for the threads that write disjoint pieces of it.
+/// A pointer into [`EmbGradJob::out`] (written in disjoint pieces) or G (read only), for
+/// the threads that share the job.
 struct SendPtr(*mut f32);
-// SAFETY: the pointee outlives every user (it is owned by the job they share), and each
-// piece is written by exactly one thread (claimed through `next`).
+// SAFETY: the pointees outlive every use: they are owned by the job the threads share, and
+// G's buffer leaves the job only once every piece is done (a late helper finds no piece to
+// claim and touches neither). Each piece of `out` is written by exactly one thread (claimed
+// through `next`).
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
@@ -309,8 +316,11 @@ impl EmbGradJob {
         let (r, _, v, d) = dims;
         let mut out = vec![0f32; r * v * d];
         let out_ptr = SendPtr(out.as_mut_ptr());
+        let mut g = g;
+        let g_ptr = SendPtr(g.as_mut_ptr());
         EmbGradJob {
-            g,
+            g: Mutex::new(g),
+            g_ptr,
             h,
             dims,
             out: Mutex::new(out),
@@ -340,7 +350,7 @@ impl EmbGradJob {
                 d,
                 n,
                 self.out_ptr.0.add((i * v + v0) * d),
-                (self.g.as_ptr().add(i * n * v + v0), v as isize, 1),
+                (self.g_ptr.0.add(i * n * v + v0), v as isize, 1),
                 (self.h.as_ptr().add(i * n * d), 1, d as isize),
                 gemm::Parallelism::None,
             );
@@ -359,12 +369,16 @@ impl EmbGradJob {
         }
     }
 
-    /// Works until every piece is done (helpers may still be finishing theirs), then takes ∂E.
+    /// Works until every piece is done (helpers may still be finishing theirs), then takes ∂E
+    /// and hands G back to the pool (no piece reads it any more: every piece is claimed).
     fn finish(&self) -> Vec<f32> {
         self.work();
         while self.done.load(Ordering::Acquire) < self.pieces() {
             std::thread::yield_now();
         }
+        give_buffer(std::mem::take(
+            &mut *self.g.lock().unwrap_or_else(|e| e.into_inner()),
+        ));
         std::mem::take(&mut *self.out.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
@@ -373,15 +387,19 @@ impl EmbGradJob {
         (0..self.pieces())
             .into_par_iter()
             .for_each(|c| self.piece(c));
-        self.done.store(self.pieces(), Ordering::Release);
         self.next.store(self.pieces(), Ordering::Relaxed);
+        self.done.store(self.pieces(), Ordering::Release);
+        give_buffer(std::mem::take(
+            &mut *self.g.lock().unwrap_or_else(|e| e.into_inner()),
+        ));
         std::mem::take(&mut *self.out.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
 impl Drop for EmbGradJob {
     fn drop(&mut self) {
-        give_buffer(std::mem::take(&mut self.g));
+        let g = self.g.get_mut().unwrap_or_else(|e| e.into_inner());
+        give_buffer(std::mem::take(g));
     }
 }
 
