@@ -16,6 +16,22 @@ pub fn flush_denormals() {
     }
 }
 
+/// Whether FTZ and DAZ are set on the calling thread ([`flush_denormals`]); None where
+/// there is no such control register to read (not x86-64).
+pub fn denormals_flushed() -> Option<bool> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut csr: u32 = 0;
+        // SAFETY: reading MXCSR has no effect.
+        unsafe { std::arch::asm!("stmxcsr [{}]", in(reg) &mut csr, options(nostack)) };
+        Some(csr & ((1 << 15) | (1 << 6)) == (1 << 15) | (1 << 6))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
 /// Tells mimalloc to keep freed memory mapped: each step allocates and frees several
 /// 100 MB tensors, and returning them to the OS makes the kernel zero fresh pages every
 /// step (measured: ~25 % of a seed-preset step before this).

@@ -460,3 +460,183 @@ fn training_reduces_loss() {
         "val ppl {ppl} not below unigram"
     );
 }
+
+/// A parameter's name, shape and bit patterns.
+type WeightBits = (String, Vec<usize>, Vec<u32>);
+
+/// A run of `seeds` in `groups` replica groups inside a pool of `threads` threads
+/// (whatever the machine's cores; flushing denormals like the executor's), with a NaN
+/// injected into replica 1 at step 6.
+#[allow(clippy::too_many_arguments)]
+fn grouped_run(
+    gene: Gene,
+    cfg: &TrainConfig,
+    corpus: &Corpus,
+    seeds: &[u64],
+    threads: usize,
+    groups: usize,
+    stop_at: Option<usize>,
+    checkpoint: Option<train::checkpoint::Checkpointing>,
+) -> train::RunOutput {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .start_handler(|_| evoattn::cpu::flush_denormals())
+        .build()
+        .unwrap();
+    pool.install(|| {
+        train::train(
+            gene,
+            cfg,
+            corpus,
+            seeds,
+            &Device::Cpu,
+            RunOptions {
+                replica_groups: Some(groups),
+                poison: Some((1, 6)),
+                keep_weights: true,
+                stop_at,
+                checkpoint,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    })
+}
+
+/// The same bits whatever the grouping: losses, perplexities, divergence and final
+/// weights; and a checkpoint written under one grouping resumes under another to the bits
+/// of a run never stopped.
+#[test]
+fn grouped_replicas_give_the_same_bits() {
+    let corpus = synthetic_corpus();
+    let mut cfg = tiny_cfg();
+    cfg.eval_every = 7;
+    let seeds = [5, 6, 7, 8];
+    let dir = std::env::temp_dir().join(format!("evoattn-groups-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for gene in [
+        Gene::BASELINE,
+        "additive+alpha_entmax+highway+log_n".parse().unwrap(),
+    ] {
+        let batched = grouped_run(gene, &cfg, &corpus, &seeds, 2, 1, None, None);
+        assert_eq!(batched.replica_groups, 1);
+        assert_eq!(batched.seeds[1].diverged_at, Some(6), "the injected NaN");
+        assert_eq!(batched.seeds[0].diverged_at, None);
+        let same = |out: &train::RunOutput, what: &str| {
+            assert_eq!(out.seeds.len(), 4);
+            for (a, b) in batched.seeds.iter().zip(&out.seeds) {
+                assert_eq!(a.seed, b.seed);
+                assert_eq!(a.losses, b.losses, "{gene} seed {}: losses, {what}", a.seed);
+                assert_eq!(
+                    a.diverged_at, b.diverged_at,
+                    "{gene} seed {}: {what}",
+                    a.seed
+                );
+                assert_eq!(
+                    a.val_ppl, b.val_ppl,
+                    "{gene} seed {}: val ppl, {what}",
+                    a.seed
+                );
+                assert_eq!(
+                    a.test_ppl, b.test_ppl,
+                    "{gene} seed {}: test ppl, {what}",
+                    a.seed
+                );
+                // Bit patterns: the diverged replica's curve and weights hold NaN.
+                let curve = |c: &[train::CurvePoint]| -> Vec<(usize, u64, Option<u64>)> {
+                    c.iter()
+                        .map(|p| (p.step, p.train_loss.to_bits(), p.val_ppl.map(f64::to_bits)))
+                        .collect()
+                };
+                assert_eq!(
+                    curve(&a.curve),
+                    curve(&b.curve),
+                    "{gene} seed {}: curve, {what}",
+                    a.seed
+                );
+            }
+            let weights = |o: &train::RunOutput| -> Vec<Vec<WeightBits>> {
+                o.weights
+                    .iter()
+                    .map(|w| {
+                        w.iter()
+                            .map(|(n, d, v)| {
+                                (
+                                    n.clone(),
+                                    d.clone(),
+                                    v.iter().map(|x| x.to_bits()).collect(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .collect()
+            };
+            assert_eq!(
+                weights(&batched),
+                weights(out),
+                "{gene}: final weights, {what}"
+            );
+        };
+        // 1 thread per group, then 2 (the deferred embedding gradient's helper and the
+        // parallel row passes inside each group's pool), and batched on 4 threads.
+        for (threads, groups) in [(2, 2), (4, 4), (4, 2), (4, 1)] {
+            let out = grouped_run(gene, &cfg, &corpus, &seeds, threads, groups, None, None);
+            assert_eq!(out.replica_groups, groups);
+            same(&out, &format!("{groups} groups on {threads} threads"));
+        }
+        // Stopped at step 10 under one grouping, resumed under another.
+        for (write, resume) in [(2, 1), (1, 4), (4, 2)] {
+            let ck = train::checkpoint::Checkpointing {
+                path: dir.join(format!("{write}-{resume}.safetensors")),
+                rejected_dir: dir.join("rejected"),
+                key: "grouped".into(),
+                every: train::checkpoint::Every::Off,
+                hardware: "test".into(),
+            };
+            let _ = std::fs::remove_file(&ck.path);
+            let part = grouped_run(
+                gene,
+                &cfg,
+                &corpus,
+                &seeds,
+                4,
+                write,
+                Some(10),
+                Some(ck.clone()),
+            );
+            assert_eq!(part.stopped_at, Some(10));
+            let full = grouped_run(gene, &cfg, &corpus, &seeds, 4, resume, None, Some(ck));
+            assert_eq!(
+                full.resumed_from,
+                Some(10),
+                "{gene}: resumed {write} -> {resume}"
+            );
+            same(
+                &full,
+                &format!("checkpoint of {write} groups resumed in {resume}"),
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn replica_groups_must_divide_the_replicas() {
+    let corpus = synthetic_corpus();
+    let err = train::train(
+        Gene::BASELINE,
+        &tiny_cfg(),
+        &corpus,
+        &[1, 2, 3],
+        &Device::Cpu,
+        RunOptions {
+            replica_groups: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("must divide the number of replicas"),
+        "{err:#}"
+    );
+}

@@ -18,6 +18,11 @@ pub struct BenchArgs {
     /// Replicas trained together.
     #[arg(long, default_value_t = 1)]
     pub replicas: usize,
+    /// Train the replicas in this many concurrent groups, each on its share of the
+    /// threads (default: the largest number that divides both --replicas and the threads,
+    /// on a CPU; 1 batches them all). The results do not depend on it.
+    #[arg(long)]
+    pub replica_groups: Option<usize>,
     /// Timed steps (after 2 warm-up steps).
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
@@ -44,8 +49,9 @@ fn measure(
     corpus: &evoattn::data::Corpus,
     replicas: usize,
     steps: usize,
+    replica_groups: Option<usize>,
     device: &candle_core::Device,
-) -> Result<f64> {
+) -> Result<(f64, usize)> {
     let warm = 2usize;
     let seeds: Vec<u64> = (1..=replicas as u64).collect();
     let mut marks: Vec<Instant> = Vec::new();
@@ -65,6 +71,7 @@ fn measure(
             max_steps: Some(warm.saturating_add(steps)),
             skip_eval: true,
             eval_test: false,
+            replica_groups,
             ..Default::default()
         },
     )?;
@@ -80,7 +87,10 @@ fn measure(
         );
     };
     let secs = t1.duration_since(t0).as_secs_f64();
-    Ok(steps as f64 * (replicas * run_cfg.batch_size * run_cfg.seq_len) as f64 / secs)
+    Ok((
+        steps as f64 * (replicas * run_cfg.batch_size * run_cfg.seq_len) as f64 / secs,
+        out.replica_groups,
+    ))
 }
 
 /// The genes of the cost table: similarity × normalization at the cheapest gating and
@@ -139,11 +149,11 @@ fn sweep(
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); genes.len()];
     for _ in 0..a.rounds {
         // Baseline, gene, baseline, gene, …: each gene between two baseline timings.
-        let mut before = measure(base, run_cfg, corpus, a.replicas, a.steps, device)?;
+        let mut before = measure(base, run_cfg, corpus, a.replicas, a.steps, None, device)?.0;
         bar.inc(1);
         for (i, &g) in genes.iter().enumerate() {
-            let t = measure(g, run_cfg, corpus, a.replicas, a.steps, device)?;
-            let after = measure(base, run_cfg, corpus, a.replicas, a.steps, device)?;
+            let t = measure(g, run_cfg, corpus, a.replicas, a.steps, None, device)?.0;
+            let after = measure(base, run_cfg, corpus, a.replicas, a.steps, None, device)?.0;
             bar.inc(2);
             tps[i].push(t);
             ratios[i].push(t / ((before + after) / 2.0));
@@ -151,7 +161,7 @@ fn sweep(
         }
     }
     bar.finish_and_clear();
-    let threads = candle_core::utils::get_num_threads();
+    let threads = rayon::current_num_threads();
     let mut rows: Vec<(Gene, f64, f64)> = genes
         .iter()
         .enumerate()
@@ -196,15 +206,24 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     if a.sweep {
         return sweep(a, &run_cfg, &corpus, &device);
     }
-    let tps = measure(gene, &run_cfg, &corpus, a.replicas, a.steps, &device)?;
+    let (tps, groups) = measure(
+        gene,
+        &run_cfg,
+        &corpus,
+        a.replicas,
+        a.steps,
+        a.replica_groups,
+        &device,
+    )?;
     let secs = a.steps as f64 * (a.replicas * cfg.batch_size * cfg.seq_len) as f64 / tps;
-    let threads = candle_core::utils::get_num_threads();
+    let threads = rayon::current_num_threads();
     let text = format!(
-        "{} on {} ({} preset, R={}, {} threads): {:.0} training tokens/s ({:.3} s/step)",
+        "{} on {} ({} preset, R={} in {} group(s), {} threads): {:.0} training tokens/s ({:.3} s/step)",
         gene,
         device_name(&device),
         a.common.preset,
         a.replicas,
+        groups,
         threads,
         tps,
         secs / a.steps as f64
@@ -246,7 +265,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             None => text,
         },
     };
-    let json = json!({"preset": a.common.preset, "gene": gene.to_string(), "replicas": a.replicas, "steps": a.steps,
+    let json = json!({"preset": a.common.preset, "gene": gene.to_string(), "replicas": a.replicas, "replica_groups": groups, "steps": a.steps,
                       "tokens_per_s": num(tps), "device": device_name(&device), "threads": threads,
                       "hardware": match device { candle_core::Device::Cpu => evoattn::cpu::hardware(), _ => device_name(&device) },
                       "flops_per_token": num(flops), "gflops": num(gflops),

@@ -244,7 +244,8 @@ pub(crate) fn finite_row_max<F: Real>(row: &[F]) -> Option<F> {
 }
 
 /// Runs `f` over `rows` rows of `width` values of `out` (with the matching rows of the
-/// inputs, by row index), in parallel chunks when candle runs on more than one thread.
+/// inputs, by row index), in parallel chunks when the current rayon pool has more than
+/// one thread (an executor job's or a replica group's pool, else the global one).
 pub(crate) fn for_row_chunks<T: Send>(
     out: &mut [T],
     width: usize,
@@ -252,7 +253,7 @@ pub(crate) fn for_row_chunks<T: Send>(
 ) {
     use rayon::prelude::*;
     let rows = out.len().checked_div(width).unwrap_or(0);
-    let threads = candle_core::utils::get_num_threads().max(1);
+    let threads = rayon::current_num_threads().max(1);
     if threads == 1 || rows < 2 {
         f(0, out);
         return;

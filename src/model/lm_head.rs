@@ -51,8 +51,11 @@ fn give_buffer(v: Vec<f32>) {
     }
 }
 
+/// The GEMMs' threads: those of the rayon pool this runs in (an executor job's, a replica
+/// group's in training), not the process's thread count, so that a one-thread pool
+/// gets the single-thread blocking instead of a two-way split run serially.
 fn parallelism() -> gemm::Parallelism {
-    match candle_core::utils::get_num_threads() {
+    match rayon::current_num_threads() {
         0 | 1 => gemm::Parallelism::None,
         n => gemm::Parallelism::Rayon(n),
     }

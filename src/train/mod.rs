@@ -13,6 +13,7 @@
 pub mod checkpoint;
 pub mod config;
 mod fused_adamw;
+mod groups;
 pub mod memory;
 
 use crate::data::batch::{eval_windows, BatchStream};
@@ -23,6 +24,7 @@ use candle_core::{DType, Device, Tensor, Var};
 pub use config::{
     ConfigError, ConfigField, FieldKind, FieldValue, Preset, SettingValue, TrainConfig,
 };
+pub use groups::auto_groups;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -86,6 +88,8 @@ pub struct RunOutput {
     pub stopped_at: Option<usize>,
     /// The hardware its checkpoint was written on, when it resumed on other hardware.
     pub resumed_hardware: Option<String>,
+    /// The concurrent groups its replicas trained in ([`RunOptions::replica_groups`]).
+    pub replica_groups: usize,
 }
 
 /// What a progress callback is told after each step.
@@ -124,6 +128,10 @@ pub struct RunOptions<'a> {
     /// and return the results at that step. The checkpoint's curve leaves out this extra
     /// validation, so the full run stays bit-identical to one never stopped.
     pub stop_at: Option<usize>,
+    /// Train the replicas in this many concurrent groups ([`auto_groups`] when None; 1
+    /// batches them all). It must divide the number of seeds. The results do not depend
+    /// on it.
+    pub replica_groups: Option<usize>,
 }
 
 impl Default for RunOptions<'_> {
@@ -137,6 +145,7 @@ impl Default for RunOptions<'_> {
             checkpoint: None,
             keep_weights: false,
             stop_at: None,
+            replica_groups: None,
         }
     }
 }
@@ -362,14 +371,17 @@ pub fn train(
     let start = Instant::now();
     let mcfg = cfg.model(corpus.vocab.len());
     let (params_total, params_nonembed) = Transformer::param_counts(gene, &mcfg);
-    let model = Transformer::new(gene, mcfg, seeds, DType::F32, device)?;
     let r = seeds.len();
+    let group_count = opts
+        .replica_groups
+        .unwrap_or_else(|| auto_groups(r, rayon::current_num_threads(), device));
+    let mut groups = groups::Groups::new(gene, mcfg, seeds, device, group_count)?;
+    let per = groups.per_group();
     let (b, t) = (cfg.batch_size, cfg.seq_len);
     let mut streams: Vec<BatchStream> = seeds
         .iter()
         .map(|&s| BatchStream::new(s, corpus.train.len(), b, t))
         .collect();
-    let mut opt = AdamW::new(&model)?;
     let steps = opts.max_steps.unwrap_or(cfg.steps).min(cfg.steps);
     let mut live = vec![true; r];
     let mut diverged_at: Vec<Option<usize>> = vec![None; r];
@@ -393,13 +405,13 @@ pub fn train(
                 Ok(None)
             }
             Some((state, tensors)) => {
-                check_state(&state, &tensors, ck, gene, seeds, &model, steps)?;
+                check_state(&state, &tensors, ck, gene, seeds, &groups, steps)?;
                 Ok(Some((state, tensors)))
             }
         }) {
             Ok(None) => {}
             Ok(Some((state, tensors))) => {
-                restore(&model, &mut opt, &state, &tensors, device)?;
+                groups.restore(state.adam_t, &tensors, device)?;
                 for (st, p) in streams.iter_mut().zip(&state.streams) {
                     st.set_position(p.parse::<u128>().expect("checked by check_state"));
                 }
@@ -444,8 +456,7 @@ pub fn train(
     let mut ck_time = 0.0f64;
     let mut last_ck_train = train_time;
     let mut last_write = 0.0f64;
-    let save_now = |model: &Transformer,
-                    opt: &AdamW,
+    let save_now = |groups: &groups::Groups,
                     streams: &[BatchStream],
                     live: &[bool],
                     diverged_at: &[Option<usize>],
@@ -462,7 +473,7 @@ pub fn train(
             gene: gene.to_string(),
             seeds: seeds.to_vec(),
             step: done,
-            adam_t: opt.t,
+            adam_t: groups.adam_t(),
             streams: streams.iter().map(|s| s.position().to_string()).collect(),
             live: live.to_vec(),
             diverged_at: diverged_at.to_vec(),
@@ -474,7 +485,7 @@ pub fn train(
             train_time,
             hardware: ck.hardware.clone(),
         };
-        let tensors = snapshot(model, opt, losses)?;
+        let tensors = groups.snapshot(losses)?;
         checkpoint::save(&ck.path, &state, &tensors)?;
         Ok(t0.elapsed().as_secs_f64())
     };
@@ -490,34 +501,27 @@ pub fn train(
         let t0 = Instant::now();
         if let Some((pr, ps)) = opts.poison {
             if ps == step && pr < r {
-                poison_replica(&model, pr)?;
+                groups.poison(pr)?;
             }
         }
         let (xs, ys): (Vec<Vec<u32>>, Vec<Vec<u32>>) = streams
             .iter_mut()
             .map(|s| s.next_batch(&corpus.train))
             .unzip();
-        let x = ids_tensor(&xs, b, t, device)?;
-        let y = ids_tensor(&ys, b, t, device)?;
-        let (loss, deferred) = model.loss_deferred(&x, &y)?; // [R]
-        let mut grads = loss.sum_all()?.backward()?;
-        model.add_deferred_grad(&mut grads, deferred)?;
-        let lv: Vec<f32> = loss.to_dtype(DType::F32)?.to_vec1()?;
-        let norms = grad_norms(&model, &grads)?;
-        let mut coef = vec![0f32; r];
-        for i in 0..r {
-            if live[i] && (!lv[i].is_finite() || !norms[i].is_finite()) {
-                live[i] = false;
-                diverged_at[i] = Some(step);
-            }
-            if live[i] {
-                coef[i] = (cfg.grad_clip / (norms[i] + 1e-6)).min(1.0) as f32;
-                losses[i].push(lv[i]);
-            }
-        }
-        let live_f: Vec<f32> = live.iter().map(|&l| l as u8 as f32).collect();
-        opt.step(&model, &grads, &coef, &live_f, cfg, cfg.lr_at(step))?;
-        drop(grads);
+        let lr = cfg.lr_at(step);
+        let states: Vec<_> = live
+            .chunks_mut(per)
+            .zip(diverged_at.chunks_mut(per))
+            .zip(losses.chunks_mut(per))
+            .zip(xs.chunks(per).zip(ys.chunks(per)))
+            .collect();
+        let lv: Vec<f32> = groups
+            .run(states, |g, (((live, diverged_at), losses), (xs, ys))| {
+                step_group(g, xs, ys, live, diverged_at, losses, cfg, step, lr, device)
+            })
+            .into_iter()
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .concat();
         let dt = t0.elapsed().as_secs_f64();
         train_time += dt;
         let done = step + 1;
@@ -537,7 +541,7 @@ pub fn train(
         }
         let at_eval = cfg.eval_every > 0 && done % cfg.eval_every == 0 && done < steps;
         if !opts.skip_eval && (at_eval || done == steps) {
-            let ppl = evaluate(&model, valid, EVAL_BATCH)?;
+            let ppl = groups.evaluate(valid, EVAL_BATCH)?;
             push_points(&mut curves, &losses, &live, last_point, done, &ppl);
             last_point = done;
         }
@@ -547,8 +551,7 @@ pub fn train(
         if done < steps && opts.stop_at == Some(done) {
             if let Some(ck) = ck.as_ref().filter(|_| !keep_later_checkpoint) {
                 save_now(
-                    &model,
-                    &opt,
+                    &groups,
                     &streams,
                     &live,
                     &diverged_at,
@@ -567,8 +570,7 @@ pub fn train(
             if crate::interrupt::requested() {
                 if let Some(ck) = &ck {
                     if let Err(e) = save_now(
-                        &model,
-                        &opt,
+                        &groups,
                         &streams,
                         &live,
                         &diverged_at,
@@ -594,7 +596,7 @@ pub fn train(
                 };
                 if due {
                     // A checkpoint that cannot be written costs resumability, not the run.
-                    match save_now(&model, &opt, &streams, &live, &diverged_at, &losses, &curves, last_point, train_time, done, ck) {
+                    match save_now(&groups, &streams, &live, &diverged_at, &losses, &curves, last_point, train_time, done, ck) {
                         Ok(t) => {
                             last_write = t;
                             ck_time += t;
@@ -615,13 +617,13 @@ pub fn train(
         // not in the checkpoint, so the full run's curve is a never-stopped run's.
         let on_curve = curves.iter().any(|c| c.last().is_some_and(|p| p.step == h));
         if !opts.skip_eval && !on_curve {
-            let ppl = evaluate(&model, valid, EVAL_BATCH)?;
+            let ppl = groups.evaluate(valid, EVAL_BATCH)?;
             push_points(&mut curves, &losses, &live, last_point, h, &ppl);
         }
     }
     let test =
         if stopped_at.is_none() && opts.eval_test && !opts.skip_eval && live.iter().any(|&l| l) {
-            Some(evaluate(&model, eval_slice(&corpus.test, cfg), EVAL_BATCH)?)
+            Some(groups.evaluate(eval_slice(&corpus.test, cfg), EVAL_BATCH)?)
         } else {
             None
         };
@@ -649,7 +651,7 @@ pub fn train(
         .collect();
     let weights = if opts.keep_weights {
         (0..r)
-            .map(|i| replica_weights(&model, i))
+            .map(|i| groups.replica_weights(i))
             .collect::<candle_core::Result<Vec<_>>>()?
     } else {
         Vec::new()
@@ -669,6 +671,7 @@ pub fn train(
         checkpoints_written: written,
         checkpoint_s: ck_time,
         weights,
+        replica_groups: groups.count(),
     })
 }
 
@@ -704,33 +707,6 @@ fn flat(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
 }
 
-/// Every tensor of a checkpoint: parameters, AdamW moments, per-replica losses.
-fn snapshot(
-    model: &Transformer,
-    opt: &AdamW,
-    losses: &[Vec<f32>],
-) -> candle_core::Result<Vec<checkpoint::Named>> {
-    let mut out = Vec::new();
-    for (i, (spec, var)) in model.params.iter().enumerate() {
-        let shape = var.as_tensor().dims().to_vec();
-        out.push((
-            format!("param/{}", spec.name),
-            shape.clone(),
-            flat(var.as_tensor())?,
-        ));
-        out.push((
-            format!("adam_m/{}", spec.name),
-            shape.clone(),
-            flat(&opt.m[i])?,
-        ));
-        out.push((format!("adam_v/{}", spec.name), shape, flat(&opt.v[i])?));
-    }
-    for (i, l) in losses.iter().enumerate() {
-        out.push((format!("losses/{i}"), vec![l.len()], l.clone()));
-    }
-    Ok(out)
-}
-
 /// Replica `i`'s parameters, without the replica axis.
 fn replica_weights(model: &Transformer, i: usize) -> candle_core::Result<Vec<checkpoint::Named>> {
     model
@@ -751,7 +727,7 @@ fn check_state(
     ck: &checkpoint::Checkpointing,
     gene: Gene,
     seeds: &[u64],
-    model: &Transformer,
+    groups: &groups::Groups,
     steps: usize,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -774,19 +750,7 @@ fn check_state(
             && state.curves.len() == r,
         "it holds state for a different number of replicas"
     );
-    for (spec, var) in model.params.iter() {
-        for prefix in ["param", "adam_m", "adam_v"] {
-            let name = format!("{prefix}/{}", spec.name);
-            let (shape, _) = tensors
-                .get(&name)
-                .ok_or_else(|| anyhow::anyhow!("tensor {name} is missing"))?;
-            anyhow::ensure!(
-                shape.as_slice() == var.as_tensor().dims(),
-                "tensor {name} has shape {shape:?}, the model {:?}",
-                var.as_tensor().dims()
-            );
-        }
-    }
+    groups.check_shapes(tensors)?;
     for i in 0..r {
         anyhow::ensure!(
             tensors.contains_key(&format!("losses/{i}")),
@@ -800,26 +764,45 @@ fn check_state(
     Ok(())
 }
 
-/// Puts a checkpoint's parameters and AdamW state into a freshly built model.
-fn restore(
-    model: &Transformer,
-    opt: &mut AdamW,
-    state: &checkpoint::State,
-    tensors: &std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>,
+/// One optimiser step of one group of replicas on their batches `xs`, `ys` (one per
+/// replica): a replica whose loss or gradient norm turns non-finite is frozen and recorded
+/// as diverged at `step`; each live one's loss is appended to its `losses`. Returns the
+/// group's per-replica losses.
+#[allow(clippy::too_many_arguments)]
+fn step_group(
+    g: &mut groups::Group,
+    xs: &[Vec<u32>],
+    ys: &[Vec<u32>],
+    live: &mut [bool],
+    diverged_at: &mut [Option<usize>],
+    losses: &mut [Vec<f32>],
+    cfg: &TrainConfig,
+    step: usize,
+    lr: f64,
     device: &Device,
-) -> anyhow::Result<()> {
-    for (i, (spec, var)) in model.params.iter().enumerate() {
-        let dtype = var.as_tensor().dtype();
-        let get = |prefix: &str| -> anyhow::Result<Tensor> {
-            let (shape, v) = &tensors[&format!("{prefix}/{}", spec.name)];
-            Ok(Tensor::from_vec(v.clone(), shape.as_slice(), device)?.to_dtype(dtype)?)
-        };
-        var.set(&get("param")?)?;
-        opt.m[i] = get("adam_m")?;
-        opt.v[i] = get("adam_v")?;
+) -> anyhow::Result<Vec<f32>> {
+    let (b, t) = (cfg.batch_size, cfg.seq_len);
+    let x = ids_tensor(xs, b, t, device)?;
+    let y = ids_tensor(ys, b, t, device)?;
+    let (loss, deferred) = g.model.loss_deferred(&x, &y)?; // [R/G]
+    let mut grads = loss.sum_all()?.backward()?;
+    g.model.add_deferred_grad(&mut grads, deferred)?;
+    let lv: Vec<f32> = loss.to_dtype(DType::F32)?.to_vec1()?;
+    let norms = grad_norms(&g.model, &grads)?;
+    let mut coef = vec![0f32; lv.len()];
+    for i in 0..lv.len() {
+        if live[i] && (!lv[i].is_finite() || !norms[i].is_finite()) {
+            live[i] = false;
+            diverged_at[i] = Some(step);
+        }
+        if live[i] {
+            coef[i] = (cfg.grad_clip / (norms[i] + 1e-6)).min(1.0) as f32;
+            losses[i].push(lv[i]);
+        }
     }
-    opt.t = state.adam_t;
-    Ok(())
+    let live_f: Vec<f32> = live.iter().map(|&l| l as u8 as f32).collect();
+    g.opt.step(&g.model, &grads, &coef, &live_f, cfg, lr)?;
+    Ok(lv)
 }
 
 /// Gradient of every parameter after one forward/backward pass on a batch (for tests).
