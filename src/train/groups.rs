@@ -53,8 +53,6 @@ pub(super) struct Groups {
     groups: Vec<Group>,
     /// One pool per group when there are several (none: the caller's threads).
     pools: Vec<rayon::ThreadPool>,
-    /// Replicas per group.
-    per: usize,
 }
 
 impl Groups {
@@ -100,7 +98,7 @@ impl Groups {
         } else {
             Vec::new()
         };
-        Ok(Groups { groups, pools, per })
+        Ok(Groups { groups, pools })
     }
 
     /// Number of groups.
@@ -110,7 +108,7 @@ impl Groups {
 
     /// Replicas per group.
     pub fn per_group(&self) -> usize {
-        self.per
+        self.groups[0].model.replicas()
     }
 
     /// AdamW's step counter (the same in every group).
@@ -161,12 +159,14 @@ impl Groups {
 
     /// Fault injection: NaN into replica `i`'s final LayerNorm gain.
     pub fn poison(&self, i: usize) -> candle_core::Result<()> {
-        poison_replica(&self.groups[i / self.per].model, i % self.per)
+        let per = self.per_group();
+        poison_replica(&self.groups[i / per].model, i % per)
     }
 
     /// Replica `i`'s parameters, without the replica axis.
     pub fn replica_weights(&self, i: usize) -> candle_core::Result<Vec<checkpoint::Named>> {
-        super::replica_weights(&self.groups[i / self.per].model, i % self.per)
+        let per = self.per_group();
+        super::replica_weights(&self.groups[i / per].model, i % per)
     }
 
     /// Shape of parameter `k` with the replica axis over every group.
