@@ -1,7 +1,8 @@
 //! `evoattn bench --sweep` (issue 14, item 1): the cost table covers every similarity ×
 //! normalization pair and each gating and temperature on the baseline, each relative to
-//! baseline timings of the same run. Only its shape is tested here; speed is shown by the
-//! committed table (benches/results/), never by a timed test.
+//! baseline timings of the same run; `bench --compare-replicas` (item 3) times replica
+//! counts in paired rounds. Only their shape is tested here; speed is shown by the
+//! committed tables (benches/results/), never by a timed test.
 
 use evoattn::gene::{Component, Gene};
 use std::process::Command;
@@ -58,5 +59,77 @@ fn the_sweep_covers_the_space_relative_to_the_baseline() {
         .map(|r| r["ratio_to_baseline"].as_f64().unwrap())
         .collect();
     assert!(ratios.windows(2).all(|w| w[0] >= w[1]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn replica_counts_compare_in_paired_rounds() {
+    let dir = common::temp_dir("bench", "turns");
+    let data = tiny_data(&dir, 6000);
+    let bench = |extra: &[&str]| {
+        output_within(
+            Command::new(env!("CARGO_BIN_EXE_evoattn"))
+                .args([
+                    "bench",
+                    "--preset",
+                    "smoke",
+                    "--steps",
+                    "1",
+                    "--threads",
+                    "2",
+                ])
+                .args(["--set", "seq_len=16", "--json", "--data"])
+                .arg(&data)
+                .args(extra),
+            Duration::from_secs(600),
+        )
+    };
+    let out = bench(&["--rounds", "3", "--compare-replicas", "1,2"]);
+    let err = assert_clean_exit(&out, &[0], "bench --compare-replicas");
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e} ({err})")))
+        .collect();
+    assert_eq!(rows.len(), 2, "one object per replica count");
+    let arr = |r: &serde_json::Value, k: &str| -> Vec<f64> {
+        r[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let (first, second) = (&rows[0], &rows[1]);
+    assert_eq!(first["replicas"], 1);
+    assert_eq!(second["replicas"], 2);
+    // Two threads: R = 2 trains as two one-thread groups, R = 1 as one.
+    assert_eq!(first["replica_groups"], 1);
+    assert_eq!(second["replica_groups"], 2);
+    let (a, b) = (
+        arr(first, "round_tokens_per_s"),
+        arr(second, "round_tokens_per_s"),
+    );
+    assert_eq!((a.len(), b.len()), (3, 3));
+    assert!(a.iter().chain(&b).all(|&x| x.is_finite() && x > 0.0));
+    assert!(arr(first, "ratio_to_first").iter().all(|&x| x == 1.0));
+    let ratios = arr(second, "ratio_to_first");
+    for k in 0..3 {
+        assert!(
+            (ratios[k] - b[k] / a[k]).abs() < 1e-12 * ratios[k],
+            "round {k}"
+        );
+    }
+    let ahead = ratios.iter().filter(|&&x| x > 1.0).count() as u64;
+    assert_eq!(second["rounds_ahead_of_first"], ahead);
+    let g = second["ratio_geomean"].as_f64().unwrap();
+    let geo = (ratios.iter().map(|x| x.ln()).sum::<f64>() / 3.0).exp();
+    assert!((g - geo).abs() < 1e-12 * geo);
+    let ci = arr(second, "ratio_ci95");
+    assert!(ci[0] <= g && g <= ci[1], "{ci:?} around {g}");
+    let p = second["sign_test_p"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&p));
+    // A comparison needs two counts, and is not a sweep.
+    let one = bench(&["--compare-replicas", "2"]);
+    let msg = assert_clean_exit(&one, &[1], "bench --compare-replicas 2");
+    assert!(msg.contains("two or more replica counts"), "{msg}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,9 +5,8 @@ use super::{device_name, parse_device, Common};
 use anyhow::{bail, Result};
 use clap::Args;
 use evoattn::gene::Gene;
-use evoattn::train::{self, Progress, RunOptions};
+use evoattn::train::speed;
 use serde_json::json;
-use std::time::Instant;
 
 /// `evoattn bench`.
 #[derive(Args)]
@@ -37,86 +36,16 @@ pub struct BenchArgs {
     /// timings and given relative to their mean (`--gene` is ignored).
     #[arg(long)]
     pub sweep: bool,
-    /// With --sweep: passes over the table (the ratio is the median over passes).
-    #[arg(long, default_value_t = 2)]
-    pub rounds: usize,
-}
-
-/// Training tokens/s of `gene` over `steps` steps after 2 warm-up steps.
-fn measure(
-    gene: Gene,
-    run_cfg: &evoattn::train::TrainConfig,
-    corpus: &evoattn::data::Corpus,
-    replicas: usize,
-    steps: usize,
-    replica_groups: Option<usize>,
-    device: &candle_core::Device,
-) -> Result<(f64, usize)> {
-    let warm = 2usize;
-    let seeds: Vec<u64> = (1..=replicas as u64).collect();
-    let mut marks: Vec<Instant> = Vec::new();
-    let mut cb = |p: Progress| {
-        if p.step == warm || p.step == warm.saturating_add(steps) {
-            marks.push(Instant::now());
-        }
-    };
-    let out = train::train(
-        gene,
-        run_cfg,
-        corpus,
-        &seeds,
-        device,
-        RunOptions {
-            on_step: Some(&mut cb),
-            max_steps: Some(warm.saturating_add(steps)),
-            skip_eval: true,
-            eval_test: false,
-            replica_groups,
-            ..Default::default()
-        },
-    )?;
-    let [t0, t1] = marks[..] else {
-        let at: Vec<String> = out
-            .seeds
-            .iter()
-            .filter_map(|s| s.diverged_at.map(|d| format!("seed {}: step {d}", s.seed)))
-            .collect();
-        bail!(
-            "{gene}: every replica diverged before the {steps} timed steps ended ({}); nothing to time: lower lr (--set lr=...)",
-            at.join(", ")
-        );
-    };
-    let secs = t1.duration_since(t0).as_secs_f64();
-    Ok((
-        steps as f64 * (replicas * run_cfg.batch_size * run_cfg.seq_len) as f64 / secs,
-        out.replica_groups,
-    ))
-}
-
-/// The genes of the cost table: similarity × normalization at the cheapest gating and
-/// temperature, then each other gating and temperature on the baseline.
-fn sweep_genes() -> Vec<Gene> {
-    use evoattn::gene::Component;
-    let base = Gene::BASELINE;
-    let mut out = Vec::new();
-    for s in Component::Similarity.values() {
-        for n in Component::Normalization.values() {
-            let g = base
-                .with(Component::Similarity, s)
-                .and_then(|g| g.with(Component::Normalization, n))
-                .expect("values of the space");
-            out.push(g);
-        }
-    }
-    for c in [Component::Gating, Component::Temperature] {
-        for v in c.values() {
-            let g = base.with(c, v).expect("values of the space");
-            if !out.contains(&g) {
-                out.push(g);
-            }
-        }
-    }
-    out
+    /// With --sweep: passes over the table (the ratio is the median over passes; default
+    /// 2). With --compare-replicas: rounds of turns (default 8).
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// A paired comparison of replica counts, e.g. `1,2`: one run per count, all alive at
+    /// once, training in turns of --steps steps (after 2 warm-up steps each), the order
+    /// rotating from round to round; each round's tokens/s per count, and its ratio to the
+    /// first count's in the same round. --replica-groups applies to every count.
+    #[arg(long, value_delimiter = ',', num_args = 1.., conflicts_with_all = ["sweep", "replicas"])]
+    pub compare_replicas: Vec<usize>,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -136,24 +65,26 @@ fn sweep(
     corpus: &evoattn::data::Corpus,
     device: &candle_core::Device,
 ) -> Result<()> {
-    if a.rounds == 0 {
+    let rounds = a.rounds.unwrap_or(2);
+    if rounds == 0 {
         bail!("--rounds must be at least 1");
     }
-    let genes = sweep_genes();
+    let genes = speed::sweep_genes();
     let base = Gene::BASELINE;
-    let bar = indicatif::ProgressBar::new((a.rounds * (2 * genes.len() + 1)) as u64);
+    let bar = indicatif::ProgressBar::new((rounds * (2 * genes.len() + 1)) as u64);
     if a.json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let mut tps: Vec<Vec<f64>> = vec![Vec::new(); genes.len()];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); genes.len()];
-    for _ in 0..a.rounds {
+    for _ in 0..rounds {
         // Baseline, gene, baseline, gene, …: each gene between two baseline timings.
-        let mut before = measure(base, run_cfg, corpus, a.replicas, a.steps, None, device)?.0;
+        let mut before =
+            speed::measure(base, run_cfg, corpus, a.replicas, a.steps, None, device)?.0;
         bar.inc(1);
         for (i, &g) in genes.iter().enumerate() {
-            let t = measure(g, run_cfg, corpus, a.replicas, a.steps, None, device)?.0;
-            let after = measure(base, run_cfg, corpus, a.replicas, a.steps, None, device)?.0;
+            let t = speed::measure(g, run_cfg, corpus, a.replicas, a.steps, None, device)?.0;
+            let after = speed::measure(base, run_cfg, corpus, a.replicas, a.steps, None, device)?.0;
             bar.inc(2);
             tps[i].push(t);
             ratios[i].push(t / ((before + after) / 2.0));
@@ -170,7 +101,7 @@ fn sweep(
     rows.sort_by(|x, y| y.2.total_cmp(&x.2));
     let mut text = format!(
         "cost table: {} preset, R={}, {} threads, {} timed steps, median of {} alternating pass(es); ratio = tokens/s over the mean of the baseline timings around it\n\n| gene | tokens/s | vs baseline |\n|---|---:|---:|\n",
-        a.common.preset, a.replicas, threads, a.steps, a.rounds
+        a.common.preset, a.replicas, threads, a.steps, rounds
     );
     for (g, t, r) in &rows {
         text.push_str(&format!("| `{g}` | {t:.0} | {r:.2} |\n"));
@@ -179,9 +110,63 @@ fn sweep(
         .iter()
         .map(|(g, t, r)| {
             json!({"preset": a.common.preset, "gene": g.to_string(), "replicas": a.replicas, "steps": a.steps,
-                   "rounds": a.rounds, "tokens_per_s": num(*t), "ratio_to_baseline": num(*r),
+                   "rounds": rounds, "tokens_per_s": num(*t), "ratio_to_baseline": num(*r),
                    "device": device_name(device), "threads": threads,
                    "hardware": evoattn::cpu::hardware()})
+        })
+        .collect();
+    output::print(&Plain { json, text }, a.json)
+}
+
+/// `bench --compare-replicas`: the replica counts' runs in turns ([`train::turns`]).
+fn compare(
+    a: &BenchArgs,
+    gene: Gene,
+    run_cfg: &evoattn::train::TrainConfig,
+    corpus: &evoattn::data::Corpus,
+    device: &candle_core::Device,
+) -> Result<()> {
+    let c = speed::compare_replicas(
+        gene,
+        run_cfg,
+        corpus,
+        device,
+        speed::Design {
+            counts: &a.compare_replicas,
+            steps: a.steps,
+            rounds: a.rounds.unwrap_or(8),
+            replica_groups: a.replica_groups,
+        },
+    )?;
+    let text = format!(
+        "{gene} on {} ({} preset, {} threads): {}",
+        device_name(device),
+        a.common.preset,
+        rayon::current_num_threads(),
+        c.markdown()
+    );
+    let hardware = match device {
+        candle_core::Device::Cpu => evoattn::cpu::hardware(),
+        _ => device_name(device),
+    };
+    let json = c
+        .rows
+        .iter()
+        .map(|r| {
+            let s = r.summary.as_ref();
+            json!({"preset": a.common.preset, "gene": gene.to_string(), "mode": "turns",
+                   "compare_replicas": a.compare_replicas, "replicas": r.replicas,
+                   "replica_groups": r.groups, "steps": a.steps, "warmup_steps": c.warm,
+                   "rounds": c.rounds, "tokens_per_s": num(r.tokens_per_s),
+                   "round_tokens_per_s": r.round_tokens_per_s.iter().map(|&x| num(x)).collect::<Vec<_>>(),
+                   "ratio_to_first": r.ratio_to_first.iter().map(|&x| num(x)).collect::<Vec<_>>(),
+                   "rounds_ahead_of_first": s.map_or(0, |s| s.ahead),
+                   "ratio_geomean": s.map(|s| num(s.geomean)),
+                   "ratio_ci95": s.map(|s| [num(s.ci95.0), num(s.ci95.1)]),
+                   "ratio_lowest": s.map(|s| num(s.lowest)),
+                   "sign_test_p": s.map(|s| num(s.sign_p)),
+                   "device": device_name(device), "threads": rayon::current_num_threads(),
+                   "hardware": hardware})
         })
         .collect();
     output::print(&Plain { json, text }, a.json)
@@ -196,17 +181,22 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let cfg = a.common.config()?;
     let device = parse_device(&a.common.device)?;
     let corpus = a.common.corpus(&cfg)?;
-    let warm = 2usize;
+    let warm = speed::WARMUP_STEPS;
     let mut run_cfg = cfg.clone();
     run_cfg.steps = run_cfg.steps.max(warm.saturating_add(a.steps));
     run_cfg
         .check()
         .map_err(|e| anyhow::anyhow!("--steps {}: {e}", a.steps))?;
+    if !a.compare_replicas.is_empty() {
+        let all: usize = a.compare_replicas.iter().sum();
+        a.common.preflight(&run_cfg, &corpus, all.max(1), &device)?;
+        return compare(a, gene, &run_cfg, &corpus, &device);
+    }
     a.common.preflight(&run_cfg, &corpus, a.replicas, &device)?;
     if a.sweep {
         return sweep(a, &run_cfg, &corpus, &device);
     }
-    let (tps, groups) = measure(
+    let (tps, groups) = speed::measure(
         gene,
         &run_cfg,
         &corpus,

@@ -15,6 +15,8 @@ pub mod config;
 mod fused_adamw;
 mod groups;
 pub mod memory;
+pub mod speed;
+pub mod turns;
 
 use crate::data::batch::{eval_windows, BatchStream};
 use crate::data::Corpus;

@@ -1,0 +1,329 @@
+//! Training speed, as `evoattn bench` measures it: tokens/s of one run after its warm-up
+//! steps, the genes of the cost table, and replica counts compared in paired rounds
+//! ([`compare_replicas`], on [`super::turns`]).
+
+use super::{Progress, RunOptions, TrainConfig};
+use crate::data::Corpus;
+use crate::gene::Gene;
+use anyhow::{bail, Result};
+use candle_core::Device;
+use std::time::Instant;
+
+/// Untimed steps at the start of every timed run (allocation, first-touch pages, caches).
+pub const WARMUP_STEPS: usize = 2;
+
+/// Training tokens/s of `gene` over `steps` steps after [`WARMUP_STEPS`] warm-up steps, and
+/// the number of replica groups the run trained in.
+pub fn measure(
+    gene: Gene,
+    run_cfg: &TrainConfig,
+    corpus: &Corpus,
+    replicas: usize,
+    steps: usize,
+    replica_groups: Option<usize>,
+    device: &Device,
+) -> Result<(f64, usize)> {
+    let warm = WARMUP_STEPS;
+    let seeds: Vec<u64> = (1..=replicas as u64).collect();
+    let mut marks: Vec<Instant> = Vec::new();
+    let mut cb = |p: Progress| {
+        if p.step == warm || p.step == warm.saturating_add(steps) {
+            marks.push(Instant::now());
+        }
+    };
+    let out = super::train(
+        gene,
+        run_cfg,
+        corpus,
+        &seeds,
+        device,
+        RunOptions {
+            on_step: Some(&mut cb),
+            max_steps: Some(warm.saturating_add(steps)),
+            skip_eval: true,
+            eval_test: false,
+            replica_groups,
+            ..Default::default()
+        },
+    )?;
+    let [t0, t1] = marks[..] else {
+        let at: Vec<String> = out
+            .seeds
+            .iter()
+            .filter_map(|s| s.diverged_at.map(|d| format!("seed {}: step {d}", s.seed)))
+            .collect();
+        bail!(
+            "{gene}: every replica diverged before the {steps} timed steps ended ({}); nothing to time: lower lr (--set lr=...)",
+            at.join(", ")
+        );
+    };
+    let secs = t1.duration_since(t0).as_secs_f64();
+    Ok((
+        steps as f64 * (replicas * run_cfg.batch_size * run_cfg.seq_len) as f64 / secs,
+        out.replica_groups,
+    ))
+}
+
+/// The genes of the cost table: similarity × normalization at the cheapest gating and
+/// temperature, then each other gating and temperature on the baseline.
+pub fn sweep_genes() -> Vec<Gene> {
+    use crate::gene::Component;
+    let base = Gene::BASELINE;
+    let mut out = Vec::new();
+    for s in Component::Similarity.values() {
+        for n in Component::Normalization.values() {
+            let g = base
+                .with(Component::Similarity, s)
+                .and_then(|g| g.with(Component::Normalization, n))
+                .expect("values of the space");
+            out.push(g);
+        }
+    }
+    for c in [Component::Gating, Component::Temperature] {
+        for v in c.values() {
+            let g = base.with(c, v).expect("values of the space");
+            if !out.contains(&g) {
+                out.push(g);
+            }
+        }
+    }
+    out
+}
+
+/// A paired comparison of replica counts ([`compare_replicas`]).
+pub struct Design<'a> {
+    /// Replica counts, the first the reference (two or more, each at least 1).
+    pub counts: &'a [usize],
+    /// Timed steps per turn.
+    pub steps: usize,
+    /// Rounds: in each, every count's run trains `steps` steps.
+    pub rounds: usize,
+    /// Replica groups of every run (None: each run's default).
+    pub replica_groups: Option<usize>,
+}
+
+/// One replica count's timings in a [`Comparison`].
+pub struct CountRow {
+    /// Replicas of the run.
+    pub replicas: usize,
+    /// Replica groups it trained in.
+    pub groups: usize,
+    /// Tokens/s in each round.
+    pub round_tokens_per_s: Vec<f64>,
+    /// Tokens over time, all rounds together.
+    pub tokens_per_s: f64,
+    /// Each round's tokens/s over the first count's in the same round.
+    pub ratio_to_first: Vec<f64>,
+    /// The ratios as paired measurements (None for the first count).
+    pub summary: Option<RatioSummary>,
+}
+
+/// Per-round ratios of one replica count to the first, as paired measurements (a round's
+/// timings share the host's state).
+pub struct RatioSummary {
+    /// Rounds with a ratio above 1.
+    pub ahead: usize,
+    /// The lowest ratio.
+    pub lowest: f64,
+    /// Geometric mean of the ratios.
+    pub geomean: f64,
+    /// 95 % t interval of the geometric mean (exp of the log ratios' interval, df =
+    /// rounds − 1); NaN with one round.
+    pub ci95: (f64, f64),
+    /// Exact two-sided sign test of rounds ahead against rounds behind (ties left out), as
+    /// scipy's `binomtest(ahead, ahead + behind)`.
+    pub sign_p: f64,
+}
+
+impl RatioSummary {
+    /// The summary of per-round ratios `r`.
+    pub fn of(r: &[f64]) -> Self {
+        use crate::stats::{exact::sign_test, t_ppf, Alternative};
+        let logs: Vec<f64> = r.iter().map(|x| x.ln()).collect();
+        let n = logs.len() as f64;
+        let m = logs.iter().sum::<f64>() / n;
+        let sd = (logs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        let half = t_ppf(0.975, n - 1.0) * sd / n.sqrt();
+        let ahead = r.iter().filter(|&&x| x > 1.0).count();
+        let behind = r.iter().filter(|&&x| x < 1.0).count();
+        RatioSummary {
+            ahead,
+            lowest: r.iter().copied().fold(f64::INFINITY, f64::min),
+            geomean: m.exp(),
+            ci95: ((m - half).exp(), (m + half).exp()),
+            sign_p: sign_test(ahead as u64, (ahead + behind) as u64, Alternative::TwoSided),
+        }
+    }
+}
+
+/// The result of [`compare_replicas`].
+pub struct Comparison {
+    /// Untimed warm-up steps of each run.
+    pub warm: usize,
+    /// Timed steps per turn.
+    pub steps: usize,
+    /// Rounds.
+    pub rounds: usize,
+    /// One per replica count, in the design's order.
+    pub rows: Vec<CountRow>,
+}
+
+impl Comparison {
+    /// A Markdown table of the rounds, then one line per count after the first.
+    pub fn markdown(&self) -> String {
+        let rows = &self.rows;
+        let mut text = format!(
+            "training tokens/s of each replica count in the same round; the runs train in turns of {} steps (after {} warm-up steps each), the order rotating from round to round\n\n| round |",
+            self.steps, self.warm
+        );
+        for r in rows {
+            text.push_str(&format!(" R={} ({} group(s)) |", r.replicas, r.groups));
+        }
+        for r in &rows[1..] {
+            text.push_str(&format!(" R={} / R={} |", r.replicas, rows[0].replicas));
+        }
+        text.push_str(&format!("\n|---|{}\n", "---:|".repeat(2 * rows.len() - 1)));
+        for k in 0..self.rounds {
+            text.push_str(&format!("| {} |", k + 1));
+            for r in rows {
+                text.push_str(&format!(" {:.0} |", r.round_tokens_per_s[k]));
+            }
+            for r in &rows[1..] {
+                text.push_str(&format!(" {:.3} |", r.ratio_to_first[k]));
+            }
+            text.push('\n');
+        }
+        text.push_str("| all |");
+        for r in rows {
+            text.push_str(&format!(" {:.0} |", r.tokens_per_s));
+        }
+        for r in &rows[1..] {
+            text.push_str(&format!(" {:.3} |", r.tokens_per_s / rows[0].tokens_per_s));
+        }
+        text.push('\n');
+        for r in &rows[1..] {
+            let Some(s) = &r.summary else { continue };
+            text.push_str(&format!(
+                "\nR={} / R={}: ahead in {} of {} rounds (lowest ratio {:.3}); geometric mean {:.3}, 95 % t interval [{:.3}, {:.3}] over rounds; sign test p = {:.2e} (two-sided)",
+                r.replicas, rows[0].replicas, s.ahead, self.rounds, s.lowest, s.geomean, s.ci95.0, s.ci95.1, s.sign_p
+            ));
+        }
+        text
+    }
+}
+
+/// Replica counts compared in paired rounds: one run of `gene` per count (seeds 1..=R), all
+/// alive at once, training in turns ([`super::turns::in_turns`]) of `design.steps` steps
+/// after [`WARMUP_STEPS`] each. A run whose replica diverges is an error: a frozen replica
+/// does no work, and its run's timing would not compare.
+pub fn compare_replicas(
+    gene: Gene,
+    cfg: &TrainConfig,
+    corpus: &Corpus,
+    device: &Device,
+    design: Design<'_>,
+) -> Result<Comparison> {
+    let Design {
+        counts,
+        steps,
+        rounds,
+        replica_groups,
+    } = design;
+    if counts.len() < 2 || counts.contains(&0) {
+        bail!(
+            "--compare-replicas needs two or more replica counts of at least 1 (e.g. 1,2), got {counts:?}"
+        );
+    }
+    if rounds == 0 || steps == 0 {
+        bail!("--rounds and --steps must be at least 1");
+    }
+    let warm = WARMUP_STEPS;
+    let mut cfg = cfg.clone();
+    cfg.steps = cfg.steps.max(warm + rounds * steps);
+    cfg.check()
+        .map_err(|e| anyhow::anyhow!("--rounds {rounds} --steps {steps}: {e}"))?;
+    let cfg = &cfg;
+    let groups = std::sync::Mutex::new(vec![0usize; counts.len()]);
+    let secs = super::turns::in_turns(counts.len(), warm, rounds, steps, |i, on_step| {
+        let seeds: Vec<u64> = (1..=counts[i] as u64).collect();
+        let out = super::train(
+            gene,
+            cfg,
+            corpus,
+            &seeds,
+            device,
+            RunOptions {
+                on_step: Some(on_step),
+                max_steps: Some(warm + rounds * steps),
+                skip_eval: true,
+                eval_test: false,
+                replica_groups,
+                ..Default::default()
+            },
+        )?;
+        if let Some(s) = out.seeds.iter().find(|s| s.diverged_at.is_some()) {
+            bail!(
+                "{gene}, R={}: seed {} diverged at step {}; its replica stopped training, so the timing is not comparable: lower lr (--set lr=...)",
+                counts[i],
+                s.seed,
+                s.diverged_at.unwrap_or_default()
+            );
+        }
+        groups.lock().unwrap_or_else(|e| e.into_inner())[i] = out.replica_groups;
+        Ok(())
+    })?;
+    let groups = groups.into_inner().unwrap_or_else(|e| e.into_inner());
+    let tokens = |r: usize| (steps * r * cfg.batch_size * cfg.seq_len) as f64;
+    let tps: Vec<Vec<f64>> = counts
+        .iter()
+        .zip(&secs)
+        .map(|(&r, s)| s.iter().map(|&x| tokens(r) / x).collect())
+        .collect();
+    let rows = (0..counts.len())
+        .map(|i| {
+            let ratio: Vec<f64> = tps[i].iter().zip(&tps[0]).map(|(x, y)| x / y).collect();
+            CountRow {
+                replicas: counts[i],
+                groups: groups[i],
+                tokens_per_s: rounds as f64 * tokens(counts[i]) / secs[i].iter().sum::<f64>(),
+                round_tokens_per_s: tps[i].clone(),
+                summary: (i > 0).then(|| RatioSummary::of(&ratio)),
+                ratio_to_first: ratio,
+            }
+        })
+        .collect();
+    Ok(Comparison {
+        warm,
+        steps,
+        rounds,
+        rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratio_summary_is_a_t_interval_of_the_log_ratios() {
+        // log ratios 0.1, 0.2, 0.0, 0.3: mean 0.15, sd 0.1291, t(0.975, 3) = 3.182446
+        let r: Vec<f64> = [0.1f64, 0.2, 0.0, 0.3].iter().map(|x| x.exp()).collect();
+        let s = RatioSummary::of(&r);
+        assert!((s.geomean - 0.15f64.exp()).abs() < 1e-12);
+        let half = 3.182446305284263 * (0.05f64 / 3.0).sqrt() / 2.0;
+        assert!(
+            (s.ci95.0 - (0.15 - half).exp()).abs() < 1e-9,
+            "{:?}",
+            s.ci95
+        );
+        assert!(
+            (s.ci95.1 - (0.15 + half).exp()).abs() < 1e-9,
+            "{:?}",
+            s.ci95
+        );
+        // 3 ahead, one tie (ratio 1): binomtest(3, 3) = 0.25
+        assert_eq!(s.ahead, 3);
+        assert!((s.sign_p - 0.25).abs() < 1e-12);
+        assert_eq!(s.lowest, 1.0);
+    }
+}

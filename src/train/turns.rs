@@ -1,0 +1,254 @@
+//! Training runs that take turns: a paired, interleaved speed comparison.
+//!
+//! Comparing two configurations by timing one and then the other lets the host's drift
+//! decide the comparison: on a shared VM the same run's tokens/s moves by ±10 % within
+//! minutes, as much as the differences worth measuring. [`in_turns`] instead keeps every
+//! configuration's run alive at once, each on its own thread, and lets exactly one of them
+//! train at a time: a few warm-up steps each, then rounds in which every run trains `steps`
+//! steps in turn (the order rotating from round to round), so that each round compares the
+//! runs over the same few seconds. A run waiting for its turn is blocked in its progress
+//! callback, between two steps, and its time there is not counted.
+
+use super::Progress;
+use std::sync::{Condvar, Mutex};
+use std::time::Instant;
+
+/// One turn: run `run` trains until it has done `until` steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Turn {
+    /// Index of the run whose turn it is.
+    pub run: usize,
+    /// The run's step count at the end of the turn.
+    pub until: usize,
+    /// The round this turn belongs to (`None`: warm-up, not timed).
+    pub round: Option<usize>,
+}
+
+/// The order of turns for `runs` runs: each run's `warm` warm-up steps (run 0 first), then
+/// `rounds` rounds in which each run trains `steps` steps; round k starts with run
+/// k mod `runs` and goes on in index order.
+pub fn schedule(runs: usize, warm: usize, rounds: usize, steps: usize) -> Vec<Turn> {
+    let mut out: Vec<Turn> = (0..runs)
+        .map(|run| Turn {
+            run,
+            until: warm,
+            round: None,
+        })
+        .collect();
+    for k in 0..rounds {
+        for i in 0..runs {
+            let run = (k + i) % runs;
+            out.push(Turn {
+                run,
+                until: warm + (k + 1) * steps,
+                round: Some(k),
+            });
+        }
+    }
+    out
+}
+
+struct State {
+    /// Index into the schedule of the turn being trained.
+    turn: usize,
+    /// A run ended (an error, or fewer steps than scheduled): nobody waits any more.
+    aborted: bool,
+}
+
+/// Runs `runs` training runs in turns (see the module docs): `train(i, on_step)` must train
+/// run i for exactly `warm + rounds·steps` steps, calling `on_step` after each step (as
+/// [`super::train`] does with [`super::RunOptions::on_step`]). Returns the seconds each run
+/// trained in each round, `[run][round]`, timed from the moment its turn began to its last
+/// step's callback.
+///
+/// A run that fails, panics or ends before its last turn stops the turn-taking (the others
+/// then train their remaining steps without waiting, untimed) and its error is returned
+/// (when several fail, the first run's), or its panic resumed.
+pub fn in_turns<F>(
+    runs: usize,
+    warm: usize,
+    rounds: usize,
+    steps: usize,
+    train: F,
+) -> anyhow::Result<Vec<Vec<f64>>>
+where
+    F: Fn(usize, &mut dyn FnMut(Progress)) -> anyhow::Result<()> + Sync,
+{
+    anyhow::ensure!(
+        runs >= 1 && warm >= 1 && rounds >= 1 && steps >= 1,
+        "turns need at least one run, warm-up step, round and step per turn"
+    );
+    let plan = schedule(runs, warm, rounds, steps);
+    let state = Mutex::new(State {
+        turn: 0,
+        aborted: false,
+    });
+    let cv = Condvar::new();
+    let lock = || state.lock().unwrap_or_else(|e| e.into_inner());
+    // Waits until `turn` is the current one (true) or the turn-taking was aborted (false).
+    let wait_for = |turn: usize| -> bool {
+        let mut s = lock();
+        while s.turn != turn && !s.aborted {
+            s = cv.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        !s.aborted
+    };
+    let abort = || {
+        lock().aborted = true;
+        cv.notify_all();
+    };
+    let (plan, train, wait_for, abort, lock, cv) = (&plan, &train, &wait_for, &abort, &lock, &cv);
+    let results: Vec<anyhow::Result<Vec<f64>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..runs)
+            .map(|i| {
+                scope.spawn(move || {
+                    let mine: Vec<usize> = (0..plan.len()).filter(|&t| plan[t].run == i).collect();
+                    let mut secs = vec![f64::NAN; rounds];
+                    let mut next = 0usize; // index into `mine` of the turn being trained
+                    let mut began = Instant::now();
+                    let mut waiting = wait_for(mine[0]);
+                    let mut on_step = |p: Progress| {
+                        let Some(&t) = mine.get(next) else { return };
+                        if p.step < plan[t].until {
+                            return;
+                        }
+                        if let Some(k) = plan[t].round {
+                            secs[k] = began.elapsed().as_secs_f64();
+                        }
+                        next += 1;
+                        if waiting {
+                            lock().turn = t + 1;
+                            cv.notify_all();
+                            if let Some(&t2) = mine.get(next) {
+                                waiting = wait_for(t2);
+                            }
+                        }
+                        began = Instant::now();
+                    };
+                    // A panic must free the runs waiting for a turn before it unwinds.
+                    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        train(i, &mut on_step)
+                    }))
+                    .unwrap_or_else(|p| {
+                        abort();
+                        std::panic::resume_unwind(p)
+                    });
+                    let finished = next == mine.len();
+                    if out.is_err() || !finished {
+                        abort();
+                    }
+                    out?;
+                    anyhow::ensure!(
+                        finished,
+                        "run {i} ended after {} of its {} turns",
+                        next,
+                        mine.len()
+                    );
+                    Ok(secs)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(step: usize) -> Progress {
+        Progress {
+            step,
+            steps: 0,
+            loss: 0.0,
+            tokens_per_s: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_schedule_rotates_the_order_of_each_round() {
+        let s = schedule(2, 2, 3, 4);
+        let runs: Vec<usize> = s.iter().map(|t| t.run).collect();
+        assert_eq!(runs, [0, 1, 0, 1, 1, 0, 0, 1]);
+        let until: Vec<usize> = s.iter().map(|t| t.until).collect();
+        assert_eq!(until, [2, 2, 6, 6, 10, 10, 14, 14]);
+        assert_eq!(s[0].round, None);
+        assert_eq!(s[7].round, Some(2));
+    }
+
+    #[test]
+    fn only_the_run_whose_turn_it_is_trains() {
+        let (runs, warm, rounds, steps) = (3, 2, 4, 3);
+        let log = Mutex::new(Vec::new());
+        let secs = in_turns(runs, warm, rounds, steps, |i, on_step| {
+            for s in 1..=warm + rounds * steps {
+                log.lock().unwrap().push(i);
+                std::thread::sleep(std::time::Duration::from_micros(200));
+                on_step(progress(s));
+            }
+            Ok(())
+        })
+        .unwrap();
+        // Who trained each step, in order: exactly the schedule, step by step.
+        let mut expected = Vec::new();
+        let mut done = vec![0usize; runs];
+        for t in schedule(runs, warm, rounds, steps) {
+            expected.extend(std::iter::repeat_n(t.run, t.until - done[t.run]));
+            done[t.run] = t.until;
+        }
+        assert_eq!(*log.lock().unwrap(), expected);
+        assert_eq!(secs.len(), runs);
+        for s in &secs {
+            assert_eq!(s.len(), rounds);
+            // three steps of at least 200 µs each, and nothing like another run's wait
+            assert!(s.iter().all(|&x| (6e-4..0.5).contains(&x)), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn a_failing_run_stops_the_turns_without_a_hang() {
+        let err = in_turns(2, 1, 3, 2, |i, on_step| {
+            for s in 1..=7 {
+                if i == 1 && s == 3 {
+                    anyhow::bail!("run 1 diverged");
+                }
+                on_step(progress(s));
+            }
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("run 1 diverged"), "{err}");
+        let short = in_turns(2, 1, 3, 2, |i, on_step| {
+            let last = if i == 0 { 4 } else { 7 };
+            (1..=last).for_each(|s| on_step(progress(s)));
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(short.to_string().contains("run 0 ended after"), "{short}");
+    }
+
+    #[test]
+    fn a_panicking_run_frees_the_others() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = std::panic::catch_unwind(|| {
+                in_turns(2, 1, 3, 2, |i, on_step| {
+                    for s in 1..=7 {
+                        assert!(!(i == 1 && s == 2), "run 1 broke");
+                        on_step(progress(s));
+                    }
+                    Ok(())
+                })
+            });
+            let _ = tx.send(r.is_err());
+        });
+        let panicked = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("in_turns hung after a run panicked");
+        assert!(panicked);
+    }
+}
