@@ -41,7 +41,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub rounds: Option<usize>,
     /// A paired comparison of replica counts, e.g. `1,2`: one run per count, all alive at
-    /// once, training in turns of --steps steps (after 2 warm-up steps each), the order
+    /// once, training in turns of --steps steps (after 6 warm-up steps each), the order
     /// rotating from round to round; each round's tokens/s per count, and its ratio to the
     /// first count's in the same round. --replica-groups applies to every count.
     #[arg(long, value_delimiter = ',', num_args = 1.., conflicts_with_all = ["sweep", "replicas"])]

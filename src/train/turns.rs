@@ -5,9 +5,10 @@
 //! minutes, as much as the differences worth measuring. [`in_turns`] instead keeps every
 //! configuration's run alive at once, each on its own thread, and lets exactly one of them
 //! train at a time: a few warm-up steps each, then rounds in which every run trains `steps`
-//! steps in turn (the order rotating from round to round), so that each round compares the
-//! runs over the same few seconds. A run waiting for its turn is blocked in its progress
-//! callback, between two steps, and its time there is not counted.
+//! steps in turn (the order rotating from round to round: with two runs A B, B A, A B, …),
+//! so that each round compares the runs over the same few seconds. A run waiting for its
+//! turn is blocked in its progress callback, between two steps, and its time there is not
+//! counted; after its last turn a run hands over only once its training call has returned.
 
 use super::Progress;
 use std::sync::{Condvar, Mutex};
@@ -116,12 +117,13 @@ where
                             secs[k] = began.elapsed().as_secs_f64();
                         }
                         next += 1;
-                        if waiting {
+                        // After its last turn the run hands over only once `train` has
+                        // returned (below): what it does after its last step (results,
+                        // freeing its model and pools) must not overlap the next turn.
+                        if let (true, Some(&t2)) = (waiting, mine.get(next)) {
                             lock().turn = t + 1;
                             cv.notify_all();
-                            if let Some(&t2) = mine.get(next) {
-                                waiting = wait_for(t2);
-                            }
+                            waiting = wait_for(t2);
                         }
                         began = Instant::now();
                     };
@@ -136,6 +138,14 @@ where
                     let finished = next == mine.len();
                     if out.is_err() || !finished {
                         abort();
+                    } else {
+                        let last = mine[mine.len() - 1];
+                        let mut s = lock();
+                        if s.turn == last {
+                            s.turn = last + 1;
+                        }
+                        drop(s);
+                        cv.notify_all();
                     }
                     out?;
                     anyhow::ensure!(
@@ -190,6 +200,9 @@ mod tests {
                 std::thread::sleep(std::time::Duration::from_micros(200));
                 on_step(progress(s));
             }
+            // Work after the last step (a run's results, freeing its model) is its turn's.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            log.lock().unwrap().push(i);
             Ok(())
         })
         .unwrap();
@@ -199,6 +212,14 @@ mod tests {
         for t in schedule(runs, warm, rounds, steps) {
             expected.extend(std::iter::repeat_n(t.run, t.until - done[t.run]));
             done[t.run] = t.until;
+        }
+        // The last round: each run's closing entry right after its last step.
+        let mut last_round: Vec<usize> = (0..runs).map(|i| (rounds - 1 + i) % runs).collect();
+        let mut at = expected.len();
+        for _ in 0..runs {
+            let r = last_round.pop().unwrap();
+            expected.insert(at, r);
+            at -= steps;
         }
         assert_eq!(*log.lock().unwrap(), expected);
         assert_eq!(secs.len(), runs);
