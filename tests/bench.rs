@@ -131,5 +131,13 @@ fn replica_counts_compare_in_paired_rounds() {
     let one = bench(&["--compare-replicas", "2"]);
     let msg = assert_clean_exit(&one, &[1], "bench --compare-replicas 2");
     assert!(msg.contains("two or more replica counts"), "{msg}");
+    // A grouping that does not divide every count is refused before anything trains.
+    let bad = bench(&["--compare-replicas", "1,2", "--replica-groups", "2"]);
+    let msg = assert_clean_exit(
+        &bad,
+        &[1],
+        "bench --compare-replicas 1,2 --replica-groups 2",
+    );
+    assert!(msg.contains("does not divide 1"), "{msg}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -243,6 +243,13 @@ pub fn compare_replicas(
     if rounds == 0 || steps == 0 {
         bail!("--rounds and --steps must be at least 1");
     }
+    if let Some(g) = replica_groups {
+        if let Some(c) = counts.iter().find(|&&c| g == 0 || c % g != 0) {
+            bail!(
+                "--replica-groups {g} applies to every count of --compare-replicas and must divide each; it does not divide {c}: leave it out (each run then picks its own) or give counts it divides"
+            );
+        }
+    }
     let warm = COMPARE_WARMUP_STEPS;
     let mut cfg = cfg.clone();
     cfg.steps = cfg.steps.max(warm + rounds * steps);
