@@ -118,7 +118,7 @@ fn sweep(
     output::print(&Plain { json, text }, a.json)
 }
 
-/// `bench --compare-replicas`: the replica counts' runs in turns ([`train::turns`]).
+/// `bench --compare-replicas`: [`speed::compare_replicas`], printed.
 fn compare(
     a: &BenchArgs,
     gene: Gene,

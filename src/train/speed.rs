@@ -2,7 +2,7 @@
 //! steps, the genes of the cost table, and replica counts compared in paired rounds
 //! ([`compare_replicas`], on [`super::turns`]).
 
-use super::{Progress, RunOptions, TrainConfig};
+use super::{Progress, RunOptions, RunOutput, TrainConfig};
 use crate::data::Corpus;
 use crate::gene::Gene;
 use anyhow::{bail, Result};
@@ -30,27 +30,21 @@ pub fn measure(
     device: &Device,
 ) -> Result<(f64, usize)> {
     let warm = WARMUP_STEPS;
-    let seeds: Vec<u64> = (1..=replicas as u64).collect();
     let mut marks: Vec<Instant> = Vec::new();
     let mut cb = |p: Progress| {
         if p.step == warm || p.step == warm.saturating_add(steps) {
             marks.push(Instant::now());
         }
     };
-    let out = super::train(
+    let out = bench_run(
         gene,
         run_cfg,
         corpus,
-        &seeds,
         device,
-        RunOptions {
-            on_step: Some(&mut cb),
-            max_steps: Some(warm.saturating_add(steps)),
-            skip_eval: true,
-            eval_test: false,
-            replica_groups,
-            ..Default::default()
-        },
+        replicas,
+        warm.saturating_add(steps),
+        replica_groups,
+        &mut cb,
     )?;
     let [t0, t1] = marks[..] else {
         let at: Vec<String> = out
@@ -68,6 +62,37 @@ pub fn measure(
         steps as f64 * (replicas * run_cfg.batch_size * run_cfg.seq_len) as f64 / secs,
         out.replica_groups,
     ))
+}
+
+/// `replicas` replicas of `gene` (seeds 1..=replicas) trained for `steps` steps without
+/// evaluation, `on_step` after each: the run every timing here is taken from.
+#[allow(clippy::too_many_arguments)]
+fn bench_run(
+    gene: Gene,
+    cfg: &TrainConfig,
+    corpus: &Corpus,
+    device: &Device,
+    replicas: usize,
+    steps: usize,
+    replica_groups: Option<usize>,
+    on_step: &mut dyn FnMut(Progress),
+) -> Result<RunOutput> {
+    let seeds: Vec<u64> = (1..=replicas as u64).collect();
+    super::train(
+        gene,
+        cfg,
+        corpus,
+        &seeds,
+        device,
+        RunOptions {
+            on_step: Some(on_step),
+            max_steps: Some(steps),
+            skip_eval: true,
+            eval_test: false,
+            replica_groups,
+            ..Default::default()
+        },
+    )
 }
 
 /// The genes of the cost table: similarity × normalization at the cheapest gating and
@@ -144,11 +169,10 @@ pub struct RatioSummary {
 impl RatioSummary {
     /// The summary of per-round ratios `r`.
     pub fn of(r: &[f64]) -> Self {
-        use crate::stats::{exact::sign_test, t_ppf, Alternative};
+        use crate::stats::{exact::sign_test, mean_sd, t_ppf, Alternative};
         let logs: Vec<f64> = r.iter().map(|x| x.ln()).collect();
         let n = logs.len() as f64;
-        let m = logs.iter().sum::<f64>() / n;
-        let sd = (logs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        let (m, sd) = mean_sd(&logs);
         let half = t_ppf(0.975, n - 1.0) * sd / n.sqrt();
         let ahead = r.iter().filter(|&&x| x > 1.0).count();
         let behind = r.iter().filter(|&&x| x < 1.0).count();
@@ -256,23 +280,16 @@ pub fn compare_replicas(
     cfg.check()
         .map_err(|e| anyhow::anyhow!("--rounds {rounds} --steps {steps}: {e}"))?;
     let cfg = &cfg;
-    let groups = std::sync::Mutex::new(vec![0usize; counts.len()]);
-    let secs = super::turns::in_turns(counts.len(), warm, rounds, steps, |i, on_step| {
-        let seeds: Vec<u64> = (1..=counts[i] as u64).collect();
-        let out = super::train(
+    let runs = super::turns::in_turns(counts.len(), warm, rounds, steps, |i, on_step| {
+        let out = bench_run(
             gene,
             cfg,
             corpus,
-            &seeds,
             device,
-            RunOptions {
-                on_step: Some(on_step),
-                max_steps: Some(warm + rounds * steps),
-                skip_eval: true,
-                eval_test: false,
-                replica_groups,
-                ..Default::default()
-            },
+            counts[i],
+            warm + rounds * steps,
+            replica_groups,
+            on_step,
         )?;
         if let Some(s) = out.seeds.iter().find(|s| s.diverged_at.is_some()) {
             bail!(
@@ -282,10 +299,9 @@ pub fn compare_replicas(
                 s.diverged_at.unwrap_or_default()
             );
         }
-        groups.lock().unwrap_or_else(|e| e.into_inner())[i] = out.replica_groups;
-        Ok(())
+        Ok(out.replica_groups)
     })?;
-    let groups = groups.into_inner().unwrap_or_else(|e| e.into_inner());
+    let (groups, secs): (Vec<usize>, Vec<Vec<f64>>) = runs.into_iter().unzip();
     let tokens = |r: usize| (steps * r * cfg.batch_size * cfg.seq_len) as f64;
     let tps: Vec<Vec<f64>> = counts
         .iter()

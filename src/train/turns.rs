@@ -58,22 +58,23 @@ struct State {
 
 /// Runs `runs` training runs in turns (see the module docs): `train(i, on_step)` must train
 /// run i for exactly `warm + rounds·steps` steps, calling `on_step` after each step (as
-/// [`super::train`] does with [`super::RunOptions::on_step`]). Returns the seconds each run
-/// trained in each round, `[run][round]`, timed from the moment its turn began to its last
-/// step's callback.
+/// [`super::train`] does with [`super::RunOptions::on_step`]). Returns, per run, what its
+/// `train` returned and the seconds it trained in each round (timed from the moment its
+/// turn began to its last step's callback).
 ///
 /// A run that fails, panics or ends before its last turn stops the turn-taking (the others
 /// then train their remaining steps without waiting, untimed) and its error is returned
 /// (when several fail, the first run's), or its panic resumed.
-pub fn in_turns<F>(
+pub fn in_turns<T, F>(
     runs: usize,
     warm: usize,
     rounds: usize,
     steps: usize,
     train: F,
-) -> anyhow::Result<Vec<Vec<f64>>>
+) -> anyhow::Result<Vec<(T, Vec<f64>)>>
 where
-    F: Fn(usize, &mut dyn FnMut(Progress)) -> anyhow::Result<()> + Sync,
+    T: Send,
+    F: Fn(usize, &mut dyn FnMut(Progress)) -> anyhow::Result<T> + Sync,
 {
     anyhow::ensure!(
         runs >= 1 && warm >= 1 && rounds >= 1 && steps >= 1,
@@ -99,7 +100,7 @@ where
         cv.notify_all();
     };
     let (plan, train, wait_for, abort, lock, cv) = (&plan, &train, &wait_for, &abort, &lock, &cv);
-    let results: Vec<anyhow::Result<Vec<f64>>> = std::thread::scope(|scope| {
+    let results: Vec<anyhow::Result<(T, Vec<f64>)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..runs)
             .map(|i| {
                 scope.spawn(move || {
@@ -147,14 +148,14 @@ where
                         drop(s);
                         cv.notify_all();
                     }
-                    out?;
+                    let out = out?;
                     anyhow::ensure!(
                         finished,
                         "run {i} ended after {} of its {} turns",
                         next,
                         mine.len()
                     );
-                    Ok(secs)
+                    Ok((out, secs))
                 })
             })
             .collect();
@@ -223,7 +224,7 @@ mod tests {
         }
         assert_eq!(*log.lock().unwrap(), expected);
         assert_eq!(secs.len(), runs);
-        for s in &secs {
+        for (_, s) in &secs {
             assert_eq!(s.len(), rounds);
             // three steps of at least 200 µs each, and nothing like another run's wait
             assert!(s.iter().all(|&x| (6e-4..0.5).contains(&x)), "{s:?}");
