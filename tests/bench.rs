@@ -84,7 +84,14 @@ fn replica_counts_compare_in_paired_rounds() {
             Duration::from_secs(600),
         )
     };
-    let out = bench(&["--rounds", "3", "--compare-replicas", "1,2"]);
+    let out = bench(&[
+        "--rounds",
+        "3",
+        "--passes",
+        "2",
+        "--compare-replicas",
+        "1,2",
+    ]);
     let err = assert_clean_exit(&out, &[0], "bench --compare-replicas");
     let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -101,6 +108,7 @@ fn replica_counts_compare_in_paired_rounds() {
     let (first, second) = (&rows[0], &rows[1]);
     assert_eq!(first["replicas"], 1);
     assert_eq!(second["replicas"], 2);
+    assert_eq!(second["passes"], 2);
     // Two threads: R = 2 trains as two one-thread groups, R = 1 as one.
     assert_eq!(first["replica_groups"], 1);
     assert_eq!(second["replica_groups"], 2);
@@ -131,6 +139,13 @@ fn replica_counts_compare_in_paired_rounds() {
     let one = bench(&["--compare-replicas", "2"]);
     let msg = assert_clean_exit(&one, &[1], "bench --compare-replicas 2");
     assert!(msg.contains("two or more replica counts"), "{msg}");
+    // No turns, or turns outside a comparison, are refused.
+    let none = bench(&["--compare-replicas", "1,2", "--passes", "0"]);
+    let msg = assert_clean_exit(&none, &[1], "bench --passes 0");
+    assert!(msg.contains("--passes"), "{msg}");
+    let lone = bench(&["--passes", "2"]);
+    let msg = assert_clean_exit(&lone, &[2], "bench --passes without --compare-replicas");
+    assert!(msg.contains("--compare-replicas"), "{msg}");
     // A grouping that does not divide every count is refused before anything trains.
     let bad = bench(&["--compare-replicas", "1,2", "--replica-groups", "2"]);
     let msg = assert_clean_exit(

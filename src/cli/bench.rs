@@ -22,9 +22,10 @@ pub struct BenchArgs {
     /// on a CPU; 1 batches them all). The results do not depend on it.
     #[arg(long)]
     pub replica_groups: Option<usize>,
-    /// Timed steps (after 2 warm-up steps).
-    #[arg(long, default_value_t = 10)]
-    pub steps: usize,
+    /// Timed steps (after 2 warm-up steps; default 10). With --compare-replicas: steps
+    /// per turn (default 1).
+    #[arg(long)]
+    pub steps: Option<usize>,
     /// Preset, overrides, data and device.
     #[command(flatten)]
     pub common: Common,
@@ -37,15 +38,31 @@ pub struct BenchArgs {
     #[arg(long)]
     pub sweep: bool,
     /// With --sweep: passes over the table (the ratio is the median over passes; default
-    /// 2). With --compare-replicas: rounds of turns (default 8).
+    /// 2). With --compare-replicas: rounds of turns (default 10).
     #[arg(long)]
     pub rounds: Option<usize>,
     /// A paired comparison of replica counts, e.g. `1,2`: one run per count, all alive at
-    /// once, training in turns of --steps steps (after 6 warm-up steps each), the order
-    /// rotating from round to round; each round's tokens/s per count, and its ratio to the
-    /// first count's in the same round. --replica-groups applies to every count.
+    /// once, training in turns of --steps steps (after 6 warm-up steps each), --passes
+    /// turns each per round, the order reversing from turn to turn and rotating from round
+    /// to round; each round's tokens/s per count, and its ratio to the first count's in the
+    /// same round. --replica-groups applies to every count.
     #[arg(long, value_delimiter = ',', num_args = 1.., conflicts_with_all = ["sweep", "replicas"])]
     pub compare_replicas: Vec<usize>,
+    /// With --compare-replicas: turns of each run per round.
+    #[arg(long, default_value_t = 8, requires = "compare_replicas")]
+    pub passes: usize,
+}
+
+impl BenchArgs {
+    /// --steps, or its default: 1 per turn with --compare-replicas, 10 otherwise.
+    fn steps(&self) -> usize {
+        let default = if self.compare_replicas.is_empty() {
+            10
+        } else {
+            1
+        };
+        self.steps.unwrap_or(default)
+    }
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -80,11 +97,12 @@ fn sweep(
     for _ in 0..rounds {
         // Baseline, gene, baseline, gene, …: each gene between two baseline timings.
         let mut before =
-            speed::measure(base, run_cfg, corpus, a.replicas, a.steps, None, device)?.0;
+            speed::measure(base, run_cfg, corpus, a.replicas, a.steps(), None, device)?.0;
         bar.inc(1);
         for (i, &g) in genes.iter().enumerate() {
-            let t = speed::measure(g, run_cfg, corpus, a.replicas, a.steps, None, device)?.0;
-            let after = speed::measure(base, run_cfg, corpus, a.replicas, a.steps, None, device)?.0;
+            let t = speed::measure(g, run_cfg, corpus, a.replicas, a.steps(), None, device)?.0;
+            let after =
+                speed::measure(base, run_cfg, corpus, a.replicas, a.steps(), None, device)?.0;
             bar.inc(2);
             tps[i].push(t);
             ratios[i].push(t / ((before + after) / 2.0));
@@ -101,7 +119,7 @@ fn sweep(
     rows.sort_by(|x, y| y.2.total_cmp(&x.2));
     let mut text = format!(
         "cost table: {} preset, R={}, {} threads, {} timed steps, median of {} alternating pass(es); ratio = tokens/s over the mean of the baseline timings around it\n\n| gene | tokens/s | vs baseline |\n|---|---:|---:|\n",
-        a.common.preset, a.replicas, threads, a.steps, rounds
+        a.common.preset, a.replicas, threads, a.steps(), rounds
     );
     for (g, t, r) in &rows {
         text.push_str(&format!("| `{g}` | {t:.0} | {r:.2} |\n"));
@@ -109,7 +127,7 @@ fn sweep(
     let json = rows
         .iter()
         .map(|(g, t, r)| {
-            json!({"preset": a.common.preset, "gene": g.to_string(), "replicas": a.replicas, "steps": a.steps,
+            json!({"preset": a.common.preset, "gene": g.to_string(), "replicas": a.replicas, "steps": a.steps(),
                    "rounds": rounds, "tokens_per_s": num(*t), "ratio_to_baseline": num(*r),
                    "device": device_name(device), "threads": threads,
                    "hardware": evoattn::cpu::hardware()})
@@ -133,8 +151,9 @@ fn compare(
         device,
         speed::Design {
             counts: &a.compare_replicas,
-            steps: a.steps,
-            rounds: a.rounds.unwrap_or(8),
+            steps: a.steps(),
+            passes: a.passes,
+            rounds: a.rounds.unwrap_or(10),
             replica_groups: a.replica_groups,
         },
     )?;
@@ -156,7 +175,7 @@ fn compare(
             let s = r.summary.as_ref();
             json!({"preset": a.common.preset, "gene": gene.to_string(), "mode": "turns",
                    "compare_replicas": a.compare_replicas, "replicas": r.replicas,
-                   "replica_groups": r.groups, "steps": a.steps, "warmup_steps": c.warm,
+                   "replica_groups": r.groups, "steps": a.steps(), "passes": c.passes, "warmup_steps": c.warm,
                    "rounds": c.rounds, "tokens_per_s": num(r.tokens_per_s),
                    "round_tokens_per_s": r.round_tokens_per_s.iter().map(|&x| num(x)).collect::<Vec<_>>(),
                    "ratio_to_first": r.ratio_to_first.iter().map(|&x| num(x)).collect::<Vec<_>>(),
@@ -175,7 +194,7 @@ fn compare(
 /// Runs `evoattn bench`.
 pub fn run(a: &BenchArgs) -> Result<()> {
     let gene: Gene = a.gene.parse()?;
-    if a.replicas == 0 || a.steps == 0 {
+    if a.replicas == 0 || a.steps() == 0 {
         bail!("--replicas and --steps must be at least 1");
     }
     let cfg = a.common.config()?;
@@ -183,10 +202,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let corpus = a.common.corpus(&cfg)?;
     let warm = speed::WARMUP_STEPS;
     let mut run_cfg = cfg.clone();
-    run_cfg.steps = run_cfg.steps.max(warm.saturating_add(a.steps));
+    run_cfg.steps = run_cfg.steps.max(warm.saturating_add(a.steps()));
     run_cfg
         .check()
-        .map_err(|e| anyhow::anyhow!("--steps {}: {e}", a.steps))?;
+        .map_err(|e| anyhow::anyhow!("--steps {}: {e}", a.steps()))?;
     if !a.compare_replicas.is_empty() {
         let all: usize = a.compare_replicas.iter().sum();
         a.common.preflight(&run_cfg, &corpus, all.max(1), &device)?;
@@ -201,11 +220,11 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         &run_cfg,
         &corpus,
         a.replicas,
-        a.steps,
+        a.steps(),
         a.replica_groups,
         &device,
     )?;
-    let secs = a.steps as f64 * (a.replicas * cfg.batch_size * cfg.seq_len) as f64 / tps;
+    let secs = a.steps() as f64 * (a.replicas * cfg.batch_size * cfg.seq_len) as f64 / tps;
     let threads = rayon::current_num_threads();
     let text = format!(
         "{} on {} ({} preset, R={} in {} group(s), {} threads): {:.0} training tokens/s ({:.3} s/step)",
@@ -216,7 +235,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         groups,
         threads,
         tps,
-        secs / a.steps as f64
+        secs / a.steps() as f64
     );
     let mcfg = cfg.model(corpus.vocab.len());
     let flops = evoattn::model::Transformer::flops_per_token(gene, &mcfg);
@@ -255,7 +274,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             None => text,
         },
     };
-    let json = json!({"preset": a.common.preset, "gene": gene.to_string(), "replicas": a.replicas, "replica_groups": groups, "steps": a.steps,
+    let json = json!({"preset": a.common.preset, "gene": gene.to_string(), "replicas": a.replicas, "replica_groups": groups, "steps": a.steps(),
                       "tokens_per_s": num(tps), "device": device_name(&device), "threads": threads,
                       "hardware": match device { candle_core::Device::Cpu => evoattn::cpu::hardware(), _ => device_name(&device) },
                       "flops_per_token": num(flops), "gflops": num(gflops),

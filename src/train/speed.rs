@@ -127,7 +127,9 @@ pub struct Design<'a> {
     pub counts: &'a [usize],
     /// Timed steps per turn.
     pub steps: usize,
-    /// Rounds: in each, every count's run trains `steps` steps.
+    /// Turns of each run per round (see [`super::turns::schedule`]).
+    pub passes: usize,
+    /// Rounds: in each, every count's run trains `passes` turns of `steps` steps.
     pub rounds: usize,
     /// Replica groups of every run (None: each run's default).
     pub replica_groups: Option<usize>,
@@ -192,6 +194,8 @@ pub struct Comparison {
     pub warm: usize,
     /// Timed steps per turn.
     pub steps: usize,
+    /// Turns of each run per round.
+    pub passes: usize,
     /// Rounds.
     pub rounds: usize,
     /// One per replica count, in the design's order.
@@ -203,8 +207,8 @@ impl Comparison {
     pub fn markdown(&self) -> String {
         let rows = &self.rows;
         let mut text = format!(
-            "training tokens/s of each replica count in the same round; the runs train in turns of {} steps (after {} warm-up steps each), the order rotating from round to round\n\n| round |",
-            self.steps, self.warm
+            "training tokens/s of each replica count in the same round; in each round every run trains {} turn(s) of {} step(s) (after {} warm-up steps each), the order reversing from turn to turn and rotating from round to round\n\n| round |",
+            self.passes, self.steps, self.warm
         );
         for r in rows {
             text.push_str(&format!(" R={} ({} group(s)) |", r.replicas, r.groups));
@@ -243,8 +247,8 @@ impl Comparison {
 }
 
 /// Replica counts compared in paired rounds: one run of `gene` per count (seeds 1..=R), all
-/// alive at once, training in turns ([`super::turns::in_turns`]) of `design.steps` steps
-/// after [`COMPARE_WARMUP_STEPS`] each. A run whose replica diverges is an error: a frozen replica
+/// alive at once, training in turns ([`super::turns::in_turns`]) of `design.steps` steps,
+/// `design.passes` turns per round, after [`COMPARE_WARMUP_STEPS`] each. A run whose replica diverges is an error: a frozen replica
 /// does no work, and its run's timing would not compare.
 pub fn compare_replicas(
     gene: Gene,
@@ -256,6 +260,7 @@ pub fn compare_replicas(
     let Design {
         counts,
         steps,
+        passes,
         rounds,
         replica_groups,
     } = design;
@@ -264,8 +269,8 @@ pub fn compare_replicas(
             "--compare-replicas needs two or more replica counts of at least 1 (e.g. 1,2), got {counts:?}"
         );
     }
-    if rounds == 0 || steps == 0 {
-        bail!("--rounds and --steps must be at least 1");
+    if rounds == 0 || steps == 0 || passes == 0 {
+        bail!("--rounds, --passes and --steps must be at least 1");
     }
     if let Some(g) = replica_groups {
         if let Some(c) = counts.iter().find(|&&c| g == 0 || c % g != 0) {
@@ -275,19 +280,28 @@ pub fn compare_replicas(
         }
     }
     let warm = COMPARE_WARMUP_STEPS;
+    let total = rounds
+        .checked_mul(passes)
+        .and_then(|x| x.checked_mul(steps))
+        .and_then(|x| x.checked_add(warm))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--rounds {rounds} × --passes {passes} × --steps {steps}: too many steps"
+            )
+        })?;
     let mut cfg = cfg.clone();
-    cfg.steps = cfg.steps.max(warm + rounds * steps);
+    cfg.steps = cfg.steps.max(total);
     cfg.check()
-        .map_err(|e| anyhow::anyhow!("--rounds {rounds} --steps {steps}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("--rounds {rounds} --passes {passes} --steps {steps}: {e}"))?;
     let cfg = &cfg;
-    let runs = super::turns::in_turns(counts.len(), warm, rounds, steps, |i, on_step| {
+    let runs = super::turns::in_turns(counts.len(), warm, rounds, passes, steps, |i, on_step| {
         let out = bench_run(
             gene,
             cfg,
             corpus,
             device,
             counts[i],
-            warm + rounds * steps,
+            total,
             replica_groups,
             on_step,
         )?;
@@ -302,7 +316,8 @@ pub fn compare_replicas(
         Ok(out.replica_groups)
     })?;
     let (groups, secs): (Vec<usize>, Vec<Vec<f64>>) = runs.into_iter().unzip();
-    let tokens = |r: usize| (steps * r * cfg.batch_size * cfg.seq_len) as f64;
+    // tokens of one round
+    let tokens = |r: usize| (passes * steps * r * cfg.batch_size * cfg.seq_len) as f64;
     let tps: Vec<Vec<f64>> = counts
         .iter()
         .zip(&secs)
@@ -324,6 +339,7 @@ pub fn compare_replicas(
     Ok(Comparison {
         warm,
         steps,
+        passes,
         rounds,
         rows,
     })

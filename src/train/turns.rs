@@ -5,8 +5,11 @@
 //! minutes, as much as the differences worth measuring. [`in_turns`] instead keeps every
 //! configuration's run alive at once, each on its own thread, and lets exactly one of them
 //! train at a time: a few warm-up steps each, then rounds in which every run trains `steps`
-//! steps in turn (the order rotating from round to round: with two runs A B, B A, A B, …),
-//! so that each round compares the runs over the same few seconds. A run waiting for its
+//! steps in turn, `passes` times (the order reversing from pass to pass and rotating from
+//! round to round: with two runs and two passes A B B A, B A A B, …), so that each round
+//! compares the runs over the same few seconds. Several short passes per round average out
+//! the host's step-to-step noise while keeping the runs' turns close together in time: one
+//! long turn each would leave the comparison to the drift between them. A run waiting for its
 //! turn is blocked in its progress callback, between two steps, and its time there is not
 //! counted; after its last turn a run hands over only once its training call has returned.
 
@@ -26,9 +29,12 @@ pub struct Turn {
 }
 
 /// The order of turns for `runs` runs: each run's `warm` warm-up steps (run 0 first), then
-/// `rounds` rounds in which each run trains `steps` steps; round k starts with run
-/// k mod `runs` and goes on in index order.
-pub fn schedule(runs: usize, warm: usize, rounds: usize, steps: usize) -> Vec<Turn> {
+/// `rounds` rounds of `passes` passes, in each pass every run training `steps` steps. The
+/// first pass of round k starts with run k mod `runs` and goes on in index order; each
+/// later pass reverses the one before (with two runs and four passes: A B B A A B B A), so
+/// that over an even number of passes every run's turns sit, on average, at the middle of
+/// the round and a steady drift of the host's speed favours none of them.
+pub fn schedule(runs: usize, warm: usize, rounds: usize, passes: usize, steps: usize) -> Vec<Turn> {
     let mut out: Vec<Turn> = (0..runs)
         .map(|run| Turn {
             run,
@@ -37,13 +43,16 @@ pub fn schedule(runs: usize, warm: usize, rounds: usize, steps: usize) -> Vec<Tu
         })
         .collect();
     for k in 0..rounds {
-        for i in 0..runs {
-            let run = (k + i) % runs;
-            out.push(Turn {
-                run,
-                until: warm + (k + 1) * steps,
-                round: Some(k),
-            });
+        let mut order: Vec<usize> = (0..runs).map(|i| (k + i) % runs).collect();
+        for j in 0..passes {
+            for &run in &order {
+                out.push(Turn {
+                    run,
+                    until: warm + (k * passes + j + 1) * steps,
+                    round: Some(k),
+                });
+            }
+            order.reverse();
         }
     }
     out
@@ -56,11 +65,12 @@ struct State {
     aborted: bool,
 }
 
-/// Runs `runs` training runs in turns (see the module docs): `train(i, on_step)` must train
-/// run i for exactly `warm + rounds·steps` steps, calling `on_step` after each step (as
-/// [`super::train`] does with [`super::RunOptions::on_step`]). Returns, per run, what its
-/// `train` returned and the seconds it trained in each round (timed from the moment its
-/// turn began to its last step's callback).
+/// Runs `runs` training runs in turns (see the module docs and [`schedule`]): `train(i,
+/// on_step)` must train run i for exactly `warm + rounds·passes·steps` steps, calling
+/// `on_step` after each step (as [`super::train`] does with
+/// [`super::RunOptions::on_step`]). Returns, per run, what its `train` returned and the
+/// seconds it trained in each round (each turn timed from the moment it began to its last
+/// step's callback, the round's `passes` turns summed).
 ///
 /// A run that fails, panics or ends before its last turn stops the turn-taking (the others
 /// then train their remaining steps without waiting, untimed) and its error is returned
@@ -69,6 +79,7 @@ pub fn in_turns<T, F>(
     runs: usize,
     warm: usize,
     rounds: usize,
+    passes: usize,
     steps: usize,
     train: F,
 ) -> anyhow::Result<Vec<(T, Vec<f64>)>>
@@ -77,10 +88,10 @@ where
     F: Fn(usize, &mut dyn FnMut(Progress)) -> anyhow::Result<T> + Sync,
 {
     anyhow::ensure!(
-        runs >= 1 && warm >= 1 && rounds >= 1 && steps >= 1,
-        "turns need at least one run, warm-up step, round and step per turn"
+        runs >= 1 && warm >= 1 && rounds >= 1 && passes >= 1 && steps >= 1,
+        "turns need at least one run, warm-up step, round, pass and step per turn"
     );
-    let plan = schedule(runs, warm, rounds, steps);
+    let plan = schedule(runs, warm, rounds, passes, steps);
     let state = Mutex::new(State {
         turn: 0,
         aborted: false,
@@ -105,7 +116,7 @@ where
             .map(|i| {
                 scope.spawn(move || {
                     let mine: Vec<usize> = (0..plan.len()).filter(|&t| plan[t].run == i).collect();
-                    let mut secs = vec![f64::NAN; rounds];
+                    let mut secs = vec![0.0f64; rounds];
                     let mut next = 0usize; // index into `mine` of the turn being trained
                     let mut began = Instant::now();
                     let mut waiting = wait_for(mine[0]);
@@ -115,7 +126,7 @@ where
                             return;
                         }
                         if let Some(k) = plan[t].round {
-                            secs[k] = began.elapsed().as_secs_f64();
+                            secs[k] += began.elapsed().as_secs_f64();
                         }
                         next += 1;
                         // After its last turn the run hands over only once `train` has
@@ -182,7 +193,7 @@ mod tests {
 
     #[test]
     fn the_schedule_rotates_the_order_of_each_round() {
-        let s = schedule(2, 2, 3, 4);
+        let s = schedule(2, 2, 3, 1, 4);
         let runs: Vec<usize> = s.iter().map(|t| t.run).collect();
         assert_eq!(runs, [0, 1, 0, 1, 1, 0, 0, 1]);
         let until: Vec<usize> = s.iter().map(|t| t.until).collect();
@@ -192,11 +203,31 @@ mod tests {
     }
 
     #[test]
+    fn each_pass_of_a_round_reverses_the_one_before() {
+        let s = schedule(2, 1, 2, 4, 3);
+        let runs: Vec<usize> = s.iter().map(|t| t.run).collect();
+        assert_eq!(runs, [0, 1, 0, 1, 1, 0, 0, 1, 1, 0, 1, 0, 0, 1, 1, 0, 0, 1]);
+        let until: Vec<usize> = s.iter().map(|t| t.until).collect();
+        assert_eq!(
+            until,
+            [1, 1, 4, 4, 7, 7, 10, 10, 13, 13, 16, 16, 19, 19, 22, 22, 25, 25]
+        );
+        let rounds: Vec<Option<usize>> = s.iter().map(|t| t.round).collect();
+        assert_eq!(&rounds[..2], [None, None]);
+        assert!(rounds[2..10].iter().all(|&r| r == Some(0)));
+        assert!(rounds[10..].iter().all(|&r| r == Some(1)));
+        // Three runs: A B C, C B A, then the next round from B.
+        let three: Vec<usize> = schedule(3, 1, 2, 2, 1).iter().map(|t| t.run).collect();
+        assert_eq!(three, [0, 1, 2, 0, 1, 2, 2, 1, 0, 1, 2, 0, 0, 2, 1]);
+    }
+
+    #[test]
     fn only_the_run_whose_turn_it_is_trains() {
-        let (runs, warm, rounds, steps) = (3, 2, 4, 3);
+        let (runs, warm, rounds, passes, steps) = (3, 2, 3, 2, 3);
+        let total = warm + rounds * passes * steps;
         let log = Mutex::new(Vec::new());
-        let secs = in_turns(runs, warm, rounds, steps, |i, on_step| {
-            for s in 1..=warm + rounds * steps {
+        let secs = in_turns(runs, warm, rounds, passes, steps, |i, on_step| {
+            for s in 1..=total {
                 log.lock().unwrap().push(i);
                 std::thread::sleep(std::time::Duration::from_micros(200));
                 on_step(progress(s));
@@ -207,33 +238,30 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        // Who trained each step, in order: exactly the schedule, step by step.
+        // Who trained each step, in order: exactly the schedule, step by step, each run's
+        // closing entry right after its last step.
         let mut expected = Vec::new();
         let mut done = vec![0usize; runs];
-        for t in schedule(runs, warm, rounds, steps) {
+        for t in schedule(runs, warm, rounds, passes, steps) {
             expected.extend(std::iter::repeat_n(t.run, t.until - done[t.run]));
             done[t.run] = t.until;
-        }
-        // The last round: each run's closing entry right after its last step.
-        let mut last_round: Vec<usize> = (0..runs).map(|i| (rounds - 1 + i) % runs).collect();
-        let mut at = expected.len();
-        for _ in 0..runs {
-            let r = last_round.pop().unwrap();
-            expected.insert(at, r);
-            at -= steps;
+            if t.until == total {
+                expected.push(t.run);
+            }
         }
         assert_eq!(*log.lock().unwrap(), expected);
         assert_eq!(secs.len(), runs);
         for (_, s) in &secs {
             assert_eq!(s.len(), rounds);
-            // three steps of at least 200 µs each, and nothing like another run's wait
-            assert!(s.iter().all(|&x| (6e-4..0.5).contains(&x)), "{s:?}");
+            // a round: two turns of three steps of at least 200 µs each, and nothing like
+            // the other runs' turns in between
+            assert!(s.iter().all(|&x| (1.2e-3..0.5).contains(&x)), "{s:?}");
         }
     }
 
     #[test]
     fn a_failing_run_stops_the_turns_without_a_hang() {
-        let err = in_turns(2, 1, 3, 2, |i, on_step| {
+        let err = in_turns(2, 1, 3, 1, 2, |i, on_step| {
             for s in 1..=7 {
                 if i == 1 && s == 3 {
                     anyhow::bail!("run 1 diverged");
@@ -244,7 +272,7 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("run 1 diverged"), "{err}");
-        let short = in_turns(2, 1, 3, 2, |i, on_step| {
+        let short = in_turns(2, 1, 3, 1, 2, |i, on_step| {
             let last = if i == 0 { 4 } else { 7 };
             (1..=last).for_each(|s| on_step(progress(s)));
             Ok(())
@@ -258,7 +286,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let r = std::panic::catch_unwind(|| {
-                in_turns(2, 1, 3, 2, |i, on_step| {
+                in_turns(2, 1, 3, 1, 2, |i, on_step| {
                     for s in 1..=7 {
                         assert!(!(i == 1 && s == 2), "run 1 broke");
                         on_step(progress(s));
