@@ -88,9 +88,10 @@ impl Groups {
         // pool of its own, of the global pool's size: its steps then run on a worker of that
         // pool, so that the ops' parallel pieces and the output layer's ∂E helpers are taken
         // up by a sibling worker directly instead of being injected from outside and waited
-        // for (measured 2026-12-03, Intel Xeon VM, seed preset R = 1 on 2 threads: ahead in
-        // 9 of 9 alternating rounds, +5 % on average; README, Speed). A run inside a pool (an
-        // executor job's) already runs on a worker and keeps it.
+        // for (measured 2026-12-03, Intel Xeon VM: seed preset R = 1 on 2 threads ahead in 6
+        // of 6 alternating rounds, +5.0 % on average; cpu preset +8 to +23 % on 2 threads and
+        // +6 to +11 % on 1; same bits; README, Speed). A run inside a pool (an executor
+        // job's) already runs on a worker and keeps it.
         let own_pool = count == 1 && device.is_cpu() && rayon::current_thread_index().is_none();
         let pools = if count > 1 || own_pool {
             let threads = (rayon::current_num_threads() / count).max(1);
