@@ -91,7 +91,10 @@ impl Groups {
         // for (measured 2026-12-03, Intel Xeon VM: seed preset R = 1 on 2 threads ahead in 6
         // of 6 alternating rounds, +5.0 % on average; cpu preset +8 to +23 % on 2 threads and
         // +6 to +11 % on 1; same bits; README, Speed). A run inside a pool (an executor
-        // job's) already runs on a worker and keeps it.
+        // job's) already runs on a worker and keeps it. Each such run gets a full-size pool:
+        // several plain threads training at once (parallel tests, a library caller) then
+        // oversubscribe the cores, as several-group runs already did; the CLI trains one
+        // such run at a time (`bench --compare-replicas` keeps all but one waiting).
         let own_pool = count == 1 && device.is_cpu() && rayon::current_thread_index().is_none();
         let pools = if count > 1 || own_pool {
             let threads = (rayon::current_num_threads() / count).max(1);
