@@ -82,7 +82,7 @@ fn sweep(
     corpus: &evoattn::data::Corpus,
     device: &candle_core::Device,
 ) -> Result<()> {
-    let rounds = a.rounds.unwrap_or(2);
+    let (rounds, steps) = (a.rounds.unwrap_or(2), a.steps());
     if rounds == 0 {
         bail!("--rounds must be at least 1");
     }
@@ -96,13 +96,11 @@ fn sweep(
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); genes.len()];
     for _ in 0..rounds {
         // Baseline, gene, baseline, gene, …: each gene between two baseline timings.
-        let mut before =
-            speed::measure(base, run_cfg, corpus, a.replicas, a.steps(), None, device)?.0;
+        let mut before = speed::measure(base, run_cfg, corpus, a.replicas, steps, None, device)?.0;
         bar.inc(1);
         for (i, &g) in genes.iter().enumerate() {
-            let t = speed::measure(g, run_cfg, corpus, a.replicas, a.steps(), None, device)?.0;
-            let after =
-                speed::measure(base, run_cfg, corpus, a.replicas, a.steps(), None, device)?.0;
+            let t = speed::measure(g, run_cfg, corpus, a.replicas, steps, None, device)?.0;
+            let after = speed::measure(base, run_cfg, corpus, a.replicas, steps, None, device)?.0;
             bar.inc(2);
             tps[i].push(t);
             ratios[i].push(t / ((before + after) / 2.0));
@@ -119,7 +117,7 @@ fn sweep(
     rows.sort_by(|x, y| y.2.total_cmp(&x.2));
     let mut text = format!(
         "cost table: {} preset, R={}, {} threads, {} timed steps, median of {} alternating pass(es); ratio = tokens/s over the mean of the baseline timings around it\n\n| gene | tokens/s | vs baseline |\n|---|---:|---:|\n",
-        a.common.preset, a.replicas, threads, a.steps(), rounds
+        a.common.preset, a.replicas, threads, steps, rounds
     );
     for (g, t, r) in &rows {
         text.push_str(&format!("| `{g}` | {t:.0} | {r:.2} |\n"));
@@ -127,7 +125,7 @@ fn sweep(
     let json = rows
         .iter()
         .map(|(g, t, r)| {
-            json!({"preset": a.common.preset, "gene": g.to_string(), "replicas": a.replicas, "steps": a.steps(),
+            json!({"preset": a.common.preset, "gene": g.to_string(), "replicas": a.replicas, "steps": steps,
                    "rounds": rounds, "tokens_per_s": num(*t), "ratio_to_baseline": num(*r),
                    "device": device_name(device), "threads": threads,
                    "hardware": evoattn::cpu::hardware()})
@@ -175,7 +173,7 @@ fn compare(
             let s = r.summary.as_ref();
             json!({"preset": a.common.preset, "gene": gene.to_string(), "mode": "turns",
                    "compare_replicas": a.compare_replicas, "replicas": r.replicas,
-                   "replica_groups": r.groups, "steps": a.steps(), "passes": c.passes, "warmup_steps": c.warm,
+                   "replica_groups": r.groups, "steps": c.steps, "passes": c.passes, "warmup_steps": c.warm,
                    "rounds": c.rounds, "tokens_per_s": num(r.tokens_per_s),
                    "round_tokens_per_s": r.round_tokens_per_s.iter().map(|&x| num(x)).collect::<Vec<_>>(),
                    "ratio_to_first": r.ratio_to_first.iter().map(|&x| num(x)).collect::<Vec<_>>(),
@@ -194,7 +192,8 @@ fn compare(
 /// Runs `evoattn bench`.
 pub fn run(a: &BenchArgs) -> Result<()> {
     let gene: Gene = a.gene.parse()?;
-    if a.replicas == 0 || a.steps() == 0 {
+    let steps = a.steps();
+    if a.replicas == 0 || steps == 0 {
         bail!("--replicas and --steps must be at least 1");
     }
     let cfg = a.common.config()?;
@@ -202,10 +201,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let corpus = a.common.corpus(&cfg)?;
     let warm = speed::WARMUP_STEPS;
     let mut run_cfg = cfg.clone();
-    run_cfg.steps = run_cfg.steps.max(warm.saturating_add(a.steps()));
+    run_cfg.steps = run_cfg.steps.max(warm.saturating_add(steps));
     run_cfg
         .check()
-        .map_err(|e| anyhow::anyhow!("--steps {}: {e}", a.steps()))?;
+        .map_err(|e| anyhow::anyhow!("--steps {}: {e}", steps))?;
     if !a.compare_replicas.is_empty() {
         let all: usize = a.compare_replicas.iter().sum();
         a.common.preflight(&run_cfg, &corpus, all.max(1), &device)?;
@@ -220,11 +219,11 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         &run_cfg,
         &corpus,
         a.replicas,
-        a.steps(),
+        steps,
         a.replica_groups,
         &device,
     )?;
-    let secs = a.steps() as f64 * (a.replicas * cfg.batch_size * cfg.seq_len) as f64 / tps;
+    let secs = steps as f64 * (a.replicas * cfg.batch_size * cfg.seq_len) as f64 / tps;
     let threads = rayon::current_num_threads();
     let text = format!(
         "{} on {} ({} preset, R={} in {} group(s), {} threads): {:.0} training tokens/s ({:.3} s/step)",
@@ -235,7 +234,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         groups,
         threads,
         tps,
-        secs / a.steps() as f64
+        secs / steps as f64
     );
     let mcfg = cfg.model(corpus.vocab.len());
     let flops = evoattn::model::Transformer::flops_per_token(gene, &mcfg);
@@ -274,7 +273,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             None => text,
         },
     };
-    let json = json!({"preset": a.common.preset, "gene": gene.to_string(), "replicas": a.replicas, "replica_groups": groups, "steps": a.steps(),
+    let json = json!({"preset": a.common.preset, "gene": gene.to_string(), "replicas": a.replicas, "replica_groups": groups, "steps": steps,
                       "tokens_per_s": num(tps), "device": device_name(&device), "threads": threads,
                       "hardware": match device { candle_core::Device::Cpu => evoattn::cpu::hardware(), _ => device_name(&device) },
                       "flops_per_token": num(flops), "gflops": num(gflops),

@@ -52,8 +52,8 @@ fn give_buffer(v: Vec<f32>) {
 }
 
 /// The GEMMs' threads: those of the rayon pool this runs in (an executor job's, a replica
-/// group's in training, or a single group's own pool), not the process's thread count, so that a one-thread pool
-/// gets the single-thread blocking instead of a two-way split run serially.
+/// group's in training), not the process's thread count, so that a one-thread pool gets
+/// the single-thread blocking instead of a two-way split run serially.
 fn parallelism() -> gemm::Parallelism {
     match rayon::current_num_threads() {
         0 | 1 => gemm::Parallelism::None,

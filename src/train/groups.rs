@@ -85,16 +85,13 @@ impl Groups {
             })
             .collect::<Result<Vec<_>>>()?;
         // One group called from outside any pool (a plain `train` or `bench`) also gets a
-        // pool of its own, of the global pool's size: its steps then run on a worker of that
-        // pool, so that the ops' parallel pieces and the output layer's ∂E helpers are taken
-        // up by a sibling worker directly instead of being injected from outside and waited
-        // for (measured 2026-12-03, Intel Xeon VM: seed preset R = 1 on 2 threads ahead in 6
-        // of 6 alternating rounds, +5.0 % on average; cpu preset +8 to +23 % on 2 threads and
-        // +6 to +11 % on 1; same bits; README, Speed). A run inside a pool (an executor
-        // job's) already runs on a worker and keeps it. Each such run gets a full-size pool:
-        // several plain threads training at once (parallel tests, a library caller) then
-        // oversubscribe the cores, as several-group runs already did; the CLI trains one
-        // such run at a time (`bench --compare-replicas` keeps all but one waiting).
+        // pool of its own, of the global pool's size, so that its steps run on a worker: the
+        // ops' parallel pieces and the output layer's ∂E helpers are then taken up by a
+        // sibling worker instead of being injected from outside and waited for (seed R = 1
+        // +4 to +5 % on an Intel VM, same bits; README, Speed). A run inside a pool (an executor
+        // job's) already runs on a worker and keeps it. Several plain threads training at
+        // once then oversubscribe the cores, as several-group runs already did; the CLI
+        // trains one such run at a time.
         let own_pool = count == 1 && device.is_cpu() && rayon::current_thread_index().is_none();
         let pools = if count > 1 || own_pool {
             let threads = (rayon::current_num_threads() / count).max(1);
@@ -145,23 +142,22 @@ impl Groups {
                 .map(|(g, s)| f(g, s))
                 .collect();
         }
-        if let ([g], [pool]) = (&mut self.groups[..], &self.pools[..]) {
-            // one group on its own pool: run it there from this thread (no helper thread)
-            let s = states.into_iter().next().expect("one state per group");
-            return vec![pool.install(|| f(g, s))];
-        }
         let f = &f;
         std::thread::scope(|scope| {
-            let handles: Vec<_> = self
-                .groups
-                .iter_mut()
-                .zip(states)
-                .zip(&self.pools)
+            // Groups 1.. on scoped threads, group 0 from this thread (so that a single group
+            // on its own pool needs no extra thread at all).
+            let mut each = self.groups.iter_mut().zip(states).zip(&self.pools);
+            let ((g0, s0), pool0) = each.next().expect("at least one group");
+            let handles: Vec<_> = each
                 .map(|((g, s), pool)| scope.spawn(move || pool.install(|| f(g, s))))
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            let first = pool0.install(|| f(g0, s0));
+            std::iter::once(first)
+                .chain(
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
+                )
                 .collect()
         })
     }
