@@ -14,9 +14,9 @@
 //! `evoattn bench --preset seed --steps 8`: R = 1 mean 9,292 tokens/s, R = 2 in two
 //! groups 10,281 (ahead in 7 of 8 rounds), R = 2 batched 9,293; at the `cpu` preset
 //! (4 rounds) R = 1 31,058, R = 2 in two groups 60,548, batched 34,173 (README, Speed).
-//! Since a single group got a pool of its own (below), R = 1 on two threads runs there at
-//! 0.94–0.97 of twice one thread's speed, and R = 2's lead at the `seed` preset on that
-//! machine shrank to 1–4 % (ahead in 39 of 50 alternating rounds, 2026-12-04; README, Speed).
+//! Since a single group got a pool of its own (below), R = 2's lead over R = 1 at the `seed`
+//! preset on that machine is 1–4 % (pooled 1.026 [1.012, 1.040], ahead in 39 of 50 paired
+//! rounds, 2026-12-04; README, Speed).
 //!
 //! The results are the same bits either way: a replica's arithmetic depends neither on
 //! the other replicas in its tensors nor on the thread count (every kernel fixes its
