@@ -156,3 +156,40 @@ fn replica_counts_compare_in_paired_rounds() {
     assert!(msg.contains("does not divide 1"), "{msg}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `bench --json` (item 4): the FMA peak is measured before and after the timed steps and
+/// the higher one kept, so `fraction_of_peak` is `gflops` over the larger of the two.
+#[test]
+fn the_peak_is_the_higher_of_two_measurements() {
+    let dir = common::temp_dir("bench", "peak");
+    let data = tiny_data(&dir, 6000);
+    let out = output_within(
+        Command::new(env!("CARGO_BIN_EXE_evoattn"))
+            .args(["bench", "--preset", "smoke", "--steps", "1", "--json"])
+            .args(["--set", "seq_len=16", "--threads", "1", "--data"])
+            .arg(&data),
+        Duration::from_secs(600),
+    );
+    let err = assert_clean_exit(&out, &[0], "bench");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let pair = r["peak_gflops_before_after"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no peak_gflops_before_after in {r} ({err})"));
+    assert_eq!(pair.len(), 2, "{r}");
+    let measured: Vec<f64> = pair.iter().filter_map(|p| p.as_f64()).collect();
+    if evoattn::cpu::measured_peak_gflops(1).is_some() {
+        assert_eq!(measured.len(), 2, "both measurements: {r}");
+        let peak = r["peak_gflops"].as_f64().unwrap();
+        assert_eq!(peak, measured[0].max(measured[1]), "{r}");
+        let gflops = r["gflops"].as_f64().unwrap();
+        let fraction = r["fraction_of_peak"].as_f64().unwrap();
+        assert!(
+            (fraction - gflops / peak).abs() <= 1e-12 * fraction.abs(),
+            "{r}"
+        );
+    } else {
+        assert!(measured.is_empty() && r["peak_gflops"].is_null(), "{r}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -214,6 +214,11 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     if a.sweep {
         return sweep(a, &run_cfg, &corpus, &device);
     }
+    let threads = rayon::current_num_threads();
+    // The FMA peak is measured before and after the timed steps and the higher kept, so that
+    // a burst of another tenant's load during one measurement cannot lower the peak and
+    // inflate `fraction_of_peak` (seen on a shared VM: 232 and 242 GFLOP/s, 447-476 around them).
+    let peak_before = on_cpu(&device, threads, evoattn::cpu::measured_peak_gflops);
     let (tps, groups) = speed::measure(
         gene,
         &run_cfg,
@@ -224,7 +229,6 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         &device,
     )?;
     let secs = steps as f64 * (a.replicas * cfg.batch_size * cfg.seq_len) as f64 / tps;
-    let threads = rayon::current_num_threads();
     let text = format!(
         "{} on {} ({} preset, R={} in {} group(s), {} threads): {:.0} training tokens/s ({:.3} s/step)",
         gene,
@@ -239,13 +243,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let mcfg = cfg.model(corpus.vocab.len());
     let flops = evoattn::model::Transformer::flops_per_token(gene, &mcfg);
     let gflops = tps * flops / 1e9;
-    let (peak, nominal) = match device {
-        candle_core::Device::Cpu => (
-            evoattn::cpu::measured_peak_gflops(threads),
-            evoattn::cpu::peak_gflops(threads),
-        ),
-        _ => (None, None),
-    };
+    let peak_after = on_cpu(&device, threads, evoattn::cpu::measured_peak_gflops);
+    let peak = peak_before.into_iter().chain(peak_after).reduce(f64::max);
+    let nominal = on_cpu(&device, threads, evoattn::cpu::peak_gflops);
     let text = match peak {
         Some(p) => format!(
             "{text}\n{:.1} MFLOP/token (matmuls, forward + backward): {gflops:.1} GFLOP/s = {:.2} of the {p:.0} GFLOP/s FMA peak measured on {threads} thread(s) ({} GEMM kernels){}",
@@ -277,7 +277,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                       "tokens_per_s": num(tps), "device": device_name(&device), "threads": threads,
                       "hardware": match device { candle_core::Device::Cpu => evoattn::cpu::hardware(), _ => device_name(&device) },
                       "flops_per_token": num(flops), "gflops": num(gflops),
-                      "peak_gflops": peak.map(num), "fraction_of_peak": peak.map(|p| num(gflops / p)),
+                      "peak_gflops": peak.map(num), "peak_gflops_before_after": [peak_before.map(num), peak_after.map(num)], "fraction_of_peak": peak.map(|p| num(gflops / p)),
                       "nominal_peak_gflops": nominal.map(num), "fraction_of_nominal_peak": nominal.map(|p| num(gflops / p)),
                       "vector_isa": evoattn::cpu::vector_isa(), "flops_per_cycle": evoattn::cpu::flops_per_cycle(),
                       "gemm_isa": evoattn::cpu::gemm_isa(), "cpu_mhz": evoattn::cpu::cpu_mhz()});
@@ -288,4 +288,13 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         },
         a.json,
     )
+}
+
+/// `peak(threads)` (a measured or nominal FMA peak) on a CPU device, else `None`.
+fn on_cpu(
+    device: &candle_core::Device,
+    threads: usize,
+    peak: fn(usize) -> Option<f64>,
+) -> Option<f64> {
+    device.is_cpu().then(|| peak(threads)).flatten()
 }
