@@ -157,8 +157,8 @@ fn replica_counts_compare_in_paired_rounds() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `bench --json` (item 4): the FMA peak is measured before and after the timed steps and
-/// the higher one kept, so `fraction_of_peak` is `gflops` over the larger of the two.
+/// `bench --json` (item 4): the FMA peak is measured before training and after the timed
+/// steps and the higher one kept, so `fraction_of_peak` is `gflops` over the larger of the two.
 #[test]
 fn the_peak_is_the_higher_of_two_measurements() {
     let dir = common::temp_dir("bench", "peak");

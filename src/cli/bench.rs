@@ -215,9 +215,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         return sweep(a, &run_cfg, &corpus, &device);
     }
     let threads = rayon::current_num_threads();
-    // The FMA peak is measured before and after the timed steps and the higher kept, so that
-    // a burst of another tenant's load during one measurement cannot lower the peak and
-    // inflate `fraction_of_peak` (seen on a shared VM: 232 and 242 GFLOP/s, 447-476 around them).
+    // The FMA peak is measured before the model is built and after the timed steps, the higher
+    // kept: a burst of another tenant's load during one measurement cannot then inflate
+    // `fraction_of_peak` (seen on a shared VM: 232 and 242 GFLOP/s, 451-484 in runs beside them).
     let peak_before = on_cpu(&device, threads, evoattn::cpu::measured_peak_gflops);
     let (tps, groups) = speed::measure(
         gene,
