@@ -398,29 +398,76 @@ crate::multiversion! {
     /// z ← exp(z − m) in place, returning Σ exp(z − m) ([`EXP_SUM_LANES`] partial sums
     /// added pairwise, then the tail). The output layer's softmax is then one multiply.
     pub(crate) fn row_exp_sum(z: &mut [f32], m: f32) -> f32 {
+        exp_sum_on(z, m, [0f32; EXP_SUM_LANES])
+    }
+}
+
+/// [`row_exp_sum`]'s loop from `acc`, the partial sums of the chunks before `z`: z's
+/// chunks, its tail, then the partial sums added pairwise and the tail's sum.
+#[inline(always)]
+fn exp_sum_on(z: &mut [f32], m: f32, mut acc: [f32; EXP_SUM_LANES]) -> f32 {
+    let mut chunks = z.chunks_exact_mut(EXP_SUM_LANES);
+    for c in &mut chunks {
+        for j in 0..EXP_SUM_LANES {
+            let e = fast_exp_fma(c[j] - m);
+            c[j] = e;
+            acc[j] += e;
+        }
+    }
+    let mut tail = 0f32;
+    for x in chunks.into_remainder() {
+        let e = fast_exp_fma(*x - m);
+        *x = e;
+        tail += e;
+    }
+    let mut w = EXP_SUM_LANES;
+    while w > 1 {
+        w /= 2;
+        for j in 0..w {
+            acc[j] += acc[j + w];
+        }
+    }
+    acc[0] + tail
+}
+
+crate::multiversion! {
+    /// [`row_exp_sum`]`(z, m)` and [`row_max`]`(next)` in one loop, the two rows' chunks
+    /// interleaved: `next` (the following row of a buffer too large for the caches) then
+    /// comes from memory while `z`'s exponentials are computed, instead of in a pass of
+    /// its own that waits on memory. Each result has the bits of its own call (the same
+    /// operations in the same order per row; tested).
+    pub(crate) fn row_exp_sum_next_max(z: &mut [f32], m: f32, next: &[f32]) -> (f32, f32) {
         let mut acc = [0f32; EXP_SUM_LANES];
-        let mut chunks = z.chunks_exact_mut(EXP_SUM_LANES);
-        for c in &mut chunks {
+        let mut mx = [f32::NEG_INFINITY; LANES];
+        let both = z.len().min(next.len()) / EXP_SUM_LANES * EXP_SUM_LANES;
+        for (c, n) in z[..both]
+            .chunks_exact_mut(EXP_SUM_LANES)
+            .zip(next[..both].chunks_exact(EXP_SUM_LANES))
+        {
             for j in 0..EXP_SUM_LANES {
                 let e = fast_exp_fma(c[j] - m);
                 c[j] = e;
                 acc[j] += e;
             }
-        }
-        let mut tail = 0f32;
-        for x in chunks.into_remainder() {
-            let e = fast_exp_fma(*x - m);
-            *x = e;
-            tail += e;
-        }
-        let mut w = EXP_SUM_LANES;
-        while w > 1 {
-            w /= 2;
-            for j in 0..w {
-                acc[j] += acc[j + w];
+            for j in 0..EXP_SUM_LANES {
+                mx[j % LANES] = mx[j % LANES].max(n[j]);
             }
         }
-        acc[0] + tail
+        // z's chunks and tail after `both`, as in row_exp_sum
+        let sum = exp_sum_on(&mut z[both..], m, acc);
+        // next's chunks of LANES after `both` (a multiple of LANES), then its tail, as in
+        // row_max
+        let rest = next[both..].chunks_exact(LANES);
+        let tail_n = rest.remainder();
+        for c in rest {
+            for j in 0..LANES {
+                mx[j] = mx[j].max(c[j]);
+            }
+        }
+        let next_max = tail_n
+            .iter()
+            .fold(mx.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)), |a, &b| a.max(b));
+        (sum, next_max)
     }
 }
 
@@ -602,6 +649,21 @@ mod tests {
         let got: Vec<u32> = z.iter().map(|x| x.to_bits()).collect();
         let want_bits: Vec<u32> = want_e.iter().map(|x| x.to_bits()).collect();
         assert_eq!(got, want_bits);
+        // fused with the next row's max (rows of equal and of different lengths): the
+        // same bits as the two calls
+        for next_len in [row.len(), 37, 1200] {
+            let next: Vec<f32> = (0..next_len)
+                .map(|i| ((i * 104_729) % 997) as f32 * -0.011 + 3.0)
+                .collect();
+            let mut z2 = row.clone();
+            let (s2, m2) = row_exp_sum_next_max(&mut z2, m, &next);
+            assert_eq!(s2.to_bits(), want.to_bits(), "next of {next_len}");
+            assert_eq!(m2.to_bits(), row_max(&next).to_bits(), "next of {next_len}");
+            assert_eq!(
+                z2.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                want_bits
+            );
+        }
         row_scale(&mut z, 0.03);
         for (o, &e) in z.iter().zip(&want_e) {
             assert_eq!(o.to_bits(), (std::hint::black_box(e) * 0.03).to_bits());

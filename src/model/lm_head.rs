@@ -5,7 +5,9 @@
 //! dozen passes over the `[N, V]` logits, and two fresh 270 MB tensors per step (whose
 //! pages the kernel zeroes every time). This op computes `logits = h·Eᵀ` into a buffer that
 //! is reused across steps, and the per-row NLL in two vectorised passes: the row max m,
-//! then `z ← e = exp(z − m)` in place with its sum s (NLL = m + ln s − z_target). The
+//! then `z ← e = exp(z − m)` in place with its sum s (NLL = m + ln s − z_target), the
+//! second fused with the next row's first ([`super::kernels::row_exp_sum_next_max`]), so
+//! that the max's reads from memory overlap the exponentials (same bits). The
 //! backward turns the buffer into `G = (softmax − onehot)·g = e·(g/s) − onehot·g` in place
 //! (one multiply per entry: the exponentials are not computed twice) and calls the GEMM
 //! kernel directly for `∂h = G·E` and `∂E = Gᵀ·h`. Other devices and dtypes use the
@@ -24,7 +26,7 @@
 //! thread; the caller adds [`DeferredEmbGrad::finish`]'s ∂E to the embedding's gradient
 //! afterwards (bit-identical to the undeferred op, tested).
 
-use super::kernels::{contiguous_f32, row_exp_sum, row_max, row_scale};
+use super::kernels::{contiguous_f32, row_exp_sum, row_exp_sum_next_max, row_max, row_scale};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -171,20 +173,35 @@ impl CustomOp3 for LmHeadNll {
         let mut loss = vec![0f32; r * n];
         let mut sums = vec![0f32; r * n];
         let grad_scale = self.grad_scale;
+        // Rows in blocks of ROWS_PER_TASK: within a block, each row's exponentials are
+        // computed in one loop with the next row's max (which then needs no pass of its own
+        // over memory); every row's values are those of its own row_max and row_exp_sum.
         logits[..r * n * v]
-            .par_chunks_mut(v)
-            .zip(loss.par_iter_mut().zip(sums.par_iter_mut()))
+            .par_chunks_mut(v * ROWS_PER_TASK)
+            .zip(
+                loss.par_chunks_mut(ROWS_PER_TASK)
+                    .zip(sums.par_chunks_mut(ROWS_PER_TASK)),
+            )
             .enumerate()
-            .for_each(|(row, (z, (lo, su)))| {
-                let m = row_max(z);
-                let target = t[row] as usize;
-                let picked = z[target];
-                // z ← exp(z − m): the softmax is then one multiply away
-                let s = row_exp_sum(z, m);
-                *su = s;
-                *lo = (m + s.ln()) - picked;
-                if let Some(g) = grad_scale {
-                    softmax_minus_onehot(z, s, g, target);
+            .for_each(|(block, (zs, (los, sus)))| {
+                let rows = los.len();
+                let mut m = row_max(&zs[..v]);
+                for i in 0..rows {
+                    let (z, rest) = zs[i * v..].split_at_mut(v);
+                    let target = t[block * ROWS_PER_TASK + i] as usize;
+                    let picked = z[target];
+                    // z ← exp(z − m): the softmax is then one multiply away
+                    let (s, next_m) = if i + 1 < rows {
+                        row_exp_sum_next_max(z, m, &rest[..v])
+                    } else {
+                        (row_exp_sum(z, m), f32::NAN)
+                    };
+                    sus[i] = s;
+                    los[i] = (m + s.ln()) - picked;
+                    if let Some(g) = grad_scale {
+                        softmax_minus_onehot(z, s, g, target);
+                    }
+                    m = next_m;
                 }
             });
         *self.saved.lock().expect("saved lock") = Some(Saved {
@@ -281,6 +298,10 @@ impl CustomOp3 for LmHeadNll {
         Ok((Some(gh), Some(Tensor::from_vec(ge, (r, v, d), dev)?), None))
     }
 }
+
+/// Rows of logits per task of the forward's row passes (see [`LmHeadNll::cpu_fwd`]): the
+/// first row of each block has its max computed in a pass of its own.
+const ROWS_PER_TASK: usize = 32;
 
 /// Vocabulary rows per piece of the embedding gradient `∂E = Gᵀ·h`. Each piece is one
 /// single-threaded GEMM, whatever the number of threads, so the result does not depend on
