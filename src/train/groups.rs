@@ -16,7 +16,9 @@
 //! (4 rounds) R = 1 31,058, R = 2 in two groups 60,548, batched 34,173 (README, Speed).
 //! Since a single group got a pool of its own (below), R = 2's lead over R = 1 at the `seed`
 //! preset on that machine is 1–4 % (pooled 1.026 [1.012, 1.040], ahead in 39 of 50 paired
-//! rounds, 2026-12-04; README, Speed).
+//! rounds, 2026-12-04; with the output layer's fused row pass 1.027 [1.022, 1.033], ahead
+//! in 76 of 80, against 1.035 [1.026, 1.045], 72 of 80, for the build before it in the
+//! same alternation; README, Speed).
 //!
 //! The results are the same bits either way: a replica's arithmetic depends neither on
 //! the other replicas in its tensors nor on the thread count (every kernel fixes its
