@@ -346,16 +346,25 @@ macro_rules! multiversion {
 crate::multiversion! {
     /// max of a row, with 8 independent lanes so that it vectorises.
     pub(crate) fn row_max(row: &[f32]) -> f32 {
-        let mut acc = [f32::NEG_INFINITY; LANES];
-        let chunks = row.chunks_exact(LANES);
-        let rest = chunks.remainder();
-        for c in chunks {
-            for j in 0..LANES {
-                acc[j] = acc[j].max(c[j]);
-            }
-        }
-        rest.iter().fold(acc.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)), |a, &b| a.max(b))
+        max_on(row, [f32::NEG_INFINITY; LANES])
     }
+}
+
+/// [`row_max`]'s loop from `acc`, the lane maxima of the chunks before `row`: row's
+/// chunks, then the lanes folded, then its tail.
+#[inline(always)]
+fn max_on(row: &[f32], mut acc: [f32; LANES]) -> f32 {
+    let chunks = row.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for j in 0..LANES {
+            acc[j] = acc[j].max(c[j]);
+        }
+    }
+    rest.iter().fold(
+        acc.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)),
+        |a, &b| a.max(b),
+    )
 }
 
 /// e^x like [`fast_exp`], with fused multiply-adds (`f32::mul_add`: one rounding per step,
@@ -455,19 +464,9 @@ crate::multiversion! {
         }
         // z's chunks and tail after `both`, as in row_exp_sum
         let sum = exp_sum_on(&mut z[both..], m, acc);
-        // next's chunks of LANES after `both` (a multiple of LANES), then its tail, as in
+        // next's chunks of LANES after `both` (a multiple of LANES) and its tail, as in
         // row_max
-        let rest = next[both..].chunks_exact(LANES);
-        let tail_n = rest.remainder();
-        for c in rest {
-            for j in 0..LANES {
-                mx[j] = mx[j].max(c[j]);
-            }
-        }
-        let next_max = tail_n
-            .iter()
-            .fold(mx.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)), |a, &b| a.max(b));
-        (sum, next_max)
+        (sum, max_on(&next[both..], mx))
     }
 }
 
