@@ -13,12 +13,14 @@
 //! Measured 2026-12-03, AMD EPYC (Zen 5) VM, 2 threads, 8 alternating rounds of
 //! `evoattn bench --preset seed --steps 8`: R = 1 mean 9,292 tokens/s, R = 2 in two
 //! groups 10,281 (ahead in 7 of 8 rounds), R = 2 batched 9,293; at the `cpu` preset
-//! (4 rounds) R = 1 31,058, R = 2 in two groups 60,548, batched 34,173 (README, Speed).
+//! (4 rounds) R = 1 31,058, R = 2 in two groups 60,548, batched 34,173 (the speed journal,
+//! `benches/results/README.md`).
 //! Since a single group got a pool of its own (below), R = 2's lead over R = 1 at the `seed`
 //! preset on that machine is 1–4 % (pooled 1.026 [1.012, 1.040], ahead in 39 of 50 paired
 //! rounds, 2026-12-04; with the output layer's fused row pass 1.027 [1.022, 1.033], ahead
 //! in 76 of 80, against 1.035 [1.026, 1.045], 72 of 80, for the build before it in the
-//! same alternation; README, Speed).
+//! same alternation; in a later session, with each of `1,2` and `2,1` three times, 1.018
+//! [1.012, 1.024], ahead in 48 of 60; the speed journal).
 //!
 //! The results are the same bits either way: a replica's arithmetic depends neither on
 //! the other replicas in its tensors nor on the thread count (every kernel fixes its
@@ -93,7 +95,7 @@ impl Groups {
         // pool of its own, of the global pool's size, so that its steps run on a worker: the
         // ops' parallel pieces and the output layer's ∂E helpers are then taken up by a
         // sibling worker instead of being injected from outside and waited for (seed R = 1
-        // +4 to +5 % on an Intel VM, same bits; README, Speed). A run inside a pool (an executor
+        // +4 to +5 % on an Intel VM, same bits; speed journal). A run inside a pool (an executor
         // job's) already runs on a worker and keeps it. Several plain threads training at
         // once then oversubscribe the cores, as several-group runs already did; the CLI
         // trains one such run at a time.
