@@ -1,17 +1,22 @@
 //! `x + p` and `x · p` for a parameter `p` broadcast over some of `x`'s dims (biases,
-//! LayerNorm gains, position embeddings), with the same values and gradients as candle's
-//! `broadcast_add` / `broadcast_mul`, bit for bit, but a fast backward.
+//! LayerNorm gains, position embeddings, per-head temperatures, the qk-RMSNorm gains), with
+//! the same values and gradients as candle's `broadcast_add` / `broadcast_mul`, bit for
+//! bit, but a fast backward.
 //!
 //! candle reduces a broadcast operand's gradient over non-trailing dims with a scalar loop
 //! that divides and takes remainders for every element, on one thread: at the `seed`
 //! preset that loop (`Map1::map` in a profile) was the largest cost of the blocks'
-//! backward. Here the reduction walks the gradient row by row (a row: the last dim), finds
-//! each row's place in `p` once, and adds the row into it with vector operations. Every
-//! element of `p`'s gradient still receives its terms in memory order, starting from
-//! zero, as candle's loop adds them, so the sums are the same bits (tested against candle).
-//! Other devices and dtypes, and shapes where `p` does not span `x`'s last dim (candle
-//! then reduces trailing dims with its own vectorised row sum) or `x` itself would need
-//! broadcasting, use candle's ops.
+//! backward, and at the `cpu` preset it was 17 % of a `log_n` gene's samples (the
+//! temperature σ per head, `[R, 1, H, 1, 1]` over the `[R, B, H, T, T]` logits). Here the
+//! reduction walks the gradient row by row (a row: the last dim), finds each row's place in
+//! `p` once, and adds the row into it: with vector operations when `p` spans the row, into
+//! one accumulator when `p`'s last dim is 1. Every element of `p`'s gradient still receives
+//! its terms in memory order, starting from zero, as candle's loop adds them, so the sums
+//! are the same bits (tested against candle). When `p` is a constant (no gradient to track,
+//! such as the `log_n` position factor), its gradient is not computed at all.
+//! Other devices and dtypes, and shapes where candle reduces only trailing dims (it then
+//! uses its own vectorised row sum, whose order this op does not reproduce) or `x` itself
+//! would need broadcasting, use candle's ops.
 
 use super::kernels::Real;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor};
@@ -41,10 +46,11 @@ fn apply(x: &Tensor, p: &Tensor, kind: Kind) -> Result<Tensor> {
         && x.rank() >= 1
         && x.shape() != p.shape()
         && x.dims().iter().zip(p.dims()).all(|(&a, &b)| b == 1 || b == a)
-        // p spans x's last dim: a p with last dim 1 under a longer row would have candle
-        // reduce trailing dims with its vectorised row sum, whose order this op does not
-        // reproduce (candle's path is fast there anyway)
-        && x.dims().last() == p.dims().last();
+        // p spans x's last dim, or p is one value per row and candle's reduction is its
+        // memory-order loop: were only trailing dims reduced, candle would sum them with
+        // its vectorised row sum, whose order this op does not reproduce (and which is
+        // fast anyway)
+        && (x.dims().last() == p.dims().last() || !only_trailing_reduced(x.dims(), p.dims()));
     if !fused {
         return match kind {
             Kind::Add => x.broadcast_add(p),
@@ -59,22 +65,33 @@ struct Broadcast {
     kind: Kind,
 }
 
+/// Whether the dims that a gradient of `p` broadcast to `x` is summed over (those where
+/// `p` is 1 and `x` is not) are exactly the last few, the case that candle's reduction
+/// sums with its vectorised row sum instead of its memory-order loop.
+fn only_trailing_reduced(x: &[usize], p: &[usize]) -> bool {
+    let reduced: Vec<usize> = (0..x.len()).filter(|&i| p[i] == 1 && x[i] != 1).collect();
+    reduced
+        .iter()
+        .rev()
+        .enumerate()
+        .all(|(i, &v)| v == x.len() - 1 - i)
+}
+
 /// Where each row (last-dim run) of a contiguous tensor of shape `x` lands in a contiguous
-/// tensor of shape `p` broadcast to it (`p`'s last dim equal to `x`'s): each row's offset.
+/// tensor of shape `p` broadcast to it: each row's offset in `p`, where `p`'s row is
+/// either as long as `x`'s or a single value.
 struct RowMap {
-    /// Row length of `x` (and of `p`).
+    /// Row length of `x`.
     d: usize,
+    /// Whether `p`'s last dim is 1 under a longer row of `x` (one value of `p` per row).
+    scalar: bool,
     /// `p`'s offset for each row of `x`.
     offsets: Vec<usize>,
 }
 
 impl RowMap {
     fn new(x: &[usize], p: &[usize]) -> Result<Self> {
-        if x.len() != p.len()
-            || x.is_empty()
-            || x.iter().zip(p).any(|(&a, &b)| b != 1 && b != a)
-            || x.last() != p.last()
-        {
+        if x.len() != p.len() || x.is_empty() || x.iter().zip(p).any(|(&a, &b)| b != 1 && b != a) {
             candle_core::bail!(
                 "broadcast op: shape {p:?} does not broadcast to {x:?} along its rows"
             );
@@ -99,7 +116,8 @@ impl RowMap {
                 off
             })
             .collect();
-        Ok(RowMap { d, offsets })
+        let scalar = p[rank - 1] != d;
+        Ok(RowMap { d, scalar, offsets })
     }
 }
 
@@ -114,6 +132,14 @@ fn forward<T: Real>(x: &[T], p: &[T], map: &RowMap, kind: Kind) -> Vec<T> {
         .zip(x.par_chunks(d))
         .zip(map.offsets.par_iter())
         .for_each(|((o, x), &off)| {
+            if map.scalar {
+                let p = p[off];
+                match kind {
+                    Kind::Add => o.iter_mut().zip(x).for_each(|(o, &a)| *o = a + p),
+                    Kind::Mul => o.iter_mut().zip(x).for_each(|(o, &a)| *o = a * p),
+                }
+                return;
+            }
             let p = &p[off..off + d];
             match kind {
                 Kind::Add => o
@@ -140,6 +166,19 @@ fn reduce<T: Real>(g: &[T], x: Option<&[T]>, p_len: usize, map: &RowMap) -> Vec<
     }
     for (row, &off) in map.offsets.iter().enumerate() {
         let g = &g[row * d..(row + 1) * d];
+        if map.scalar {
+            // one accumulator: the row's terms one after another, as candle adds them
+            let mut acc = dst[off];
+            match x {
+                None => g.iter().for_each(|&v| acc += v),
+                Some(x) => g
+                    .iter()
+                    .zip(&x[row * d..(row + 1) * d])
+                    .for_each(|(&v, &w)| acc += v * w),
+            }
+            dst[off] = acc;
+            continue;
+        }
         let dst = &mut dst[off..off + d];
         match x {
             None => dst.iter_mut().zip(g).for_each(|(s, &v)| *s += v),
@@ -210,36 +249,43 @@ impl CustomOp2 for Broadcast {
             DType::F64 => grads::<f64>(x, p, &grad, &map, self.kind)?,
             other => candle_core::bail!("broadcast op: unsupported dtype {other:?}"),
         };
-        Ok((Some(dx), Some(dp)))
+        Ok((Some(dx), dp))
     }
 }
 
-/// (∂x, ∂p) for the upstream gradient `grad`: for `+`, (g, Σg); for `·`, (g·p, Σ g·x).
+/// (∂x, ∂p) for the upstream gradient `grad`: for `+`, (g, Σg); for `·`, (g·p, Σ g·x);
+/// ∂p is `None` when `p` tracks no gradient (a constant: candle would compute a gradient
+/// that nothing reads).
 fn grads<T: Real>(
     x: &Tensor,
     p: &Tensor,
     grad: &Tensor,
     map: &RowMap,
     kind: Kind,
-) -> Result<(Tensor, Tensor)> {
+) -> Result<(Tensor, Option<Tensor>)> {
     // read in place: x and p are the contiguous operands of the forward, grad was made so
     let (gs, gl) = grad.storage_and_layout();
     let g = cpu::<T>(&gs, gl)?;
     let dev = x.device();
+    let want_dp = p.track_op();
     match kind {
         Kind::Add => {
-            let dp = reduce(g, None, p.elem_count(), map);
-            Ok((grad.clone(), Tensor::from_vec(dp, p.shape(), dev)?))
+            let dp = want_dp
+                .then(|| Tensor::from_vec(reduce(g, None, p.elem_count(), map), p.shape(), dev))
+                .transpose()?;
+            Ok((grad.clone(), dp))
         }
         Kind::Mul => {
             let (ps, pl) = p.storage_and_layout();
             let (xs, xl) = x.storage_and_layout();
             let dx = forward(g, cpu::<T>(&ps, pl)?, map, Kind::Mul);
-            let dp = reduce(g, Some(cpu::<T>(&xs, xl)?), p.elem_count(), map);
-            Ok((
-                Tensor::from_vec(dx, x.shape(), dev)?,
-                Tensor::from_vec(dp, p.shape(), dev)?,
-            ))
+            let dp = if want_dp {
+                let dp = reduce(g, Some(cpu::<T>(&xs, xl)?), p.elem_count(), map);
+                Some(Tensor::from_vec(dp, p.shape(), dev)?)
+            } else {
+                None
+            };
+            Ok((Tensor::from_vec(dx, x.shape(), dev)?, dp))
         }
     }
 }
@@ -256,11 +302,17 @@ mod tests {
     #[test]
     fn bit_identical_to_candle() {
         let dev = Device::Cpu;
-        let cases: [(&[usize], &[usize]); 7] = [
+        let cases: [(&[usize], &[usize]); 11] = [
             (&[2, 300, 40], &[2, 1, 40]),
             (&[2, 5, 7, 16], &[2, 1, 7, 16]),
             (&[3, 8, 1], &[1, 8, 1]),
+            // one value of p per row: a temperature per head, the log_n position factor
             (&[1, 3, 4, 6, 6], &[1, 1, 4, 1, 1]),
+            (&[2, 3, 4, 5, 7], &[2, 1, 4, 1, 1]),
+            (&[2, 3, 4, 6, 6], &[1, 1, 1, 6, 1]),
+            (&[2, 3, 1, 5, 7], &[2, 1, 1, 1, 1]),
+            // the qk-RMSNorm gain, [R, 1, 1, 1, d_h] over [R, B, H, T, d_h]
+            (&[2, 3, 4, 5, 8], &[2, 1, 1, 1, 8]),
             (&[2, 3, 5, 40], &[2, 3, 5, 1]),
             (&[2, 4, 6, 6], &[2, 4, 1, 1]),
             (&[2, 1, 40], &[2, 300, 40]),
@@ -316,6 +368,92 @@ mod tests {
                     assert_eq!(b(go.get(&p).unwrap()), b(gt.get(&p).unwrap()), "∂p {what}");
                 }
             }
+        }
+    }
+
+    /// Which shapes take this op and which candle's: candle's memory-order reduction
+    /// (reproduced) against its vectorised sum of trailing dims (not).
+    #[test]
+    fn only_candles_memory_order_reductions_are_taken_over() {
+        assert!(!only_trailing_reduced(&[1, 3, 4, 6, 6], &[1, 1, 4, 1, 1]));
+        assert!(!only_trailing_reduced(&[2, 3, 4, 6, 6], &[1, 1, 1, 6, 1]));
+        assert!(only_trailing_reduced(&[2, 3, 4, 6, 6], &[2, 1, 1, 1, 1]));
+        assert!(only_trailing_reduced(&[2, 3, 4, 6, 6], &[2, 3, 4, 1, 1]));
+        assert!(only_trailing_reduced(&[2, 3, 5, 40], &[2, 3, 5, 1]));
+        // dims of size 1 in both are not reduced: a reduced dim before one of them is not
+        // a trailing one (candle then takes its loop), one after them is
+        assert!(!only_trailing_reduced(&[2, 1, 4, 6, 1], &[2, 1, 4, 1, 1]));
+        assert!(only_trailing_reduced(&[2, 1, 4, 1, 6], &[2, 1, 4, 1, 1]));
+        assert!(!only_trailing_reduced(&[2, 3, 1, 6, 6], &[2, 1, 1, 1, 1]));
+    }
+
+    /// A constant p (no gradient to track) gets none computed, and ∂x is candle's; the
+    /// `log_n` temperature's chain, (s·σ)·pos, gives candle's values and gradients.
+    #[test]
+    fn a_constant_factor_gets_no_gradient_and_the_log_n_chain_is_candles() {
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::F64] {
+            let rnd = |s: &[usize]| {
+                Tensor::randn(0f32, 1.0, s, &dev)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap()
+            };
+            let s = Var::from_tensor(&rnd(&[2, 3, 4, 6, 6])).unwrap();
+            let sigma = Var::from_tensor(&rnd(&[2, 1, 4, 1, 1])).unwrap();
+            let pos = rnd(&[6, 1]); // a constant, as the model's
+            assert!(!pos.track_op());
+            let w = rnd(&[2, 3, 4, 6, 6]);
+            let ours = mul(
+                &mul(s.as_tensor(), sigma.as_tensor()).unwrap(),
+                &pos.reshape((1, 1, 1, 6, 1)).unwrap(),
+            )
+            .unwrap();
+            let theirs = s
+                .as_tensor()
+                .broadcast_mul(sigma.as_tensor())
+                .unwrap()
+                .broadcast_mul(&pos)
+                .unwrap();
+            let go = ours.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+            let gt = theirs
+                .mul(&w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let b = |t: &Tensor| -> Vec<u64> {
+                t.to_dtype(DType::F64)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f64>()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect()
+            };
+            assert_eq!(b(&ours), b(&theirs), "value {dtype:?}");
+            assert_eq!(
+                b(go.get(&s).unwrap()),
+                b(gt.get(&s).unwrap()),
+                "∂s {dtype:?}"
+            );
+            assert_eq!(
+                b(go.get(&sigma).unwrap()),
+                b(gt.get(&sigma).unwrap()),
+                "∂σ {dtype:?}"
+            );
+            assert!(go.get(&pos).is_none());
+            // the op itself computes no ∂p for the constant
+            let x = Var::from_tensor(&rnd(&[2, 3, 4, 6, 6])).unwrap();
+            let p5 = pos.reshape((1, 1, 1, 6, 1)).unwrap();
+            let y = mul(x.as_tensor(), &p5).unwrap();
+            let (_, dp) = Broadcast { kind: Kind::Mul }
+                .bwd(x.as_tensor(), &p5, &y, &w)
+                .unwrap();
+            assert!(dp.is_none());
         }
     }
 

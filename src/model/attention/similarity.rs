@@ -80,7 +80,8 @@ pub fn scores(
         Similarity::QkRmsnorm => {
             let rms = |x: &Tensor, gain: &str| -> Result<Tensor> {
                 let n = x.broadcast_div(&(x.sqr()?.mean_keepdim(D::Minus1)? + QK_EPS)?.sqrt()?)?;
-                n.broadcast_mul(&l.get(gain).unsqueeze(1)?)
+                // candle's broadcast_mul, bit for bit, with a fast reduction for ∂gain
+                crate::model::broadcast::mul(&n, &l.get(gain).unsqueeze(1)?)
             };
             bmm(
                 &rms(q, "attn.q_gain")?,

@@ -5,6 +5,7 @@ use super::normalize::Mask;
 use super::similarity::base_scale;
 use super::{constant, Layer};
 use crate::gene::{Similarity, Temperature};
+use crate::model::broadcast::mul;
 use crate::model::params::ParamSpec;
 use crate::model::ModelConfig;
 use candle_core::{Result, Tensor};
@@ -42,15 +43,18 @@ pub fn scale(
     let c = base_scale(sim, l.cfg.d_head(), l.cfg.seq_len);
     match temp {
         Temperature::Fixed => s * c,
+        // broadcast::mul: candle's broadcast_mul, bit for bit, with a fast reduction for the
+        // gradient of a per-head factor (`learned` keeps candle's, which is fast there)
         Temperature::Learned | Temperature::LearnedHead => {
             let theta = l.get("attn.temp_theta").unsqueeze(1)?;
-            s.broadcast_mul(&theta.minimum(max_theta())?.exp()?)
+            mul(&s, &theta.minimum(max_theta())?.exp()?)
         }
         Temperature::LogN => {
             let sigma = l.get("attn.temp_sigma").unsqueeze(1)?; // [R,1,H,1,1]
             let ln_l = (l.cfg.seq_len as f64).ln();
             let pos = (mask.ln_n() * (c / ln_l))?; // [T,1]
-            s.broadcast_mul(&sigma)?.broadcast_mul(&pos)
+            let (t, one) = pos.dims2()?;
+            mul(&mul(&s, &sigma)?, &pos.reshape((1, 1, 1, t, one))?)
         }
     }
 }
