@@ -38,19 +38,24 @@ enum Kind {
     Mul,
 }
 
+/// Whether this op (rather than candle's) computes `x ∘ p` for these shapes.
+fn takes_shapes(x: &[usize], p: &[usize]) -> bool {
+    x.len() == p.len()
+        && !x.is_empty()
+        && x != p
+        && x.iter().zip(p).all(|(&a, &b)| b == 1 || b == a)
+        // p spans x's last dim, or p is one value per row and candle's reduction is its
+        // memory-order loop: were only trailing dims reduced, candle would sum them with
+        // its own row sum (vectorised for f32), whose order this op does not reproduce
+        // (and which is fast anyway)
+        && (x.last() == p.last() || !only_trailing_reduced(x, p))
+}
+
 fn apply(x: &Tensor, p: &Tensor, kind: Kind) -> Result<Tensor> {
     let fused = x.device().is_cpu()
         && x.dtype() == p.dtype()
         && matches!(x.dtype(), DType::F32 | DType::F64)
-        && x.rank() == p.rank()
-        && x.rank() >= 1
-        && x.shape() != p.shape()
-        && x.dims().iter().zip(p.dims()).all(|(&a, &b)| b == 1 || b == a)
-        // p spans x's last dim, or p is one value per row and candle's reduction is its
-        // memory-order loop: were only trailing dims reduced, candle would sum them with
-        // its vectorised row sum, whose order this op does not reproduce (and which is
-        // fast anyway)
-        && (x.dims().last() == p.dims().last() || !only_trailing_reduced(x.dims(), p.dims()));
+        && takes_shapes(x.dims(), p.dims());
     if !fused {
         return match kind {
             Kind::Add => x.broadcast_add(p),
@@ -297,12 +302,13 @@ mod tests {
     use candle_core::{Device, Var};
 
     /// Values and both gradients are candle's bits, for the shapes the model uses (a bias
-    /// over rows, a position table over the batch) and shapes that fall back to candle (a
-    /// scalar per head; trailing dims reduced; x itself broadcast), in f32 and f64.
+    /// over rows, a position table over the batch, a value per head or per position, the
+    /// qk-RMSNorm gain) and shapes that fall back to candle (trailing dims reduced; x itself
+    /// broadcast), in f32 and f64.
     #[test]
     fn bit_identical_to_candle() {
         let dev = Device::Cpu;
-        let cases: [(&[usize], &[usize]); 11] = [
+        let cases: [(&[usize], &[usize]); 12] = [
             (&[2, 300, 40], &[2, 1, 40]),
             (&[2, 5, 7, 16], &[2, 1, 7, 16]),
             (&[3, 8, 1], &[1, 8, 1]),
@@ -311,6 +317,8 @@ mod tests {
             (&[2, 3, 4, 5, 7], &[2, 1, 4, 1, 1]),
             (&[2, 3, 4, 6, 6], &[1, 1, 1, 6, 1]),
             (&[2, 3, 1, 5, 7], &[2, 1, 1, 1, 1]),
+            // rows long enough that a vectorised row sum would round differently
+            (&[2, 3, 4, 5, 40], &[2, 1, 4, 1, 1]),
             // the qk-RMSNorm gain, [R, 1, 1, 1, d_h] over [R, B, H, T, d_h]
             (&[2, 3, 4, 5, 8], &[2, 1, 1, 1, 8]),
             (&[2, 3, 5, 40], &[2, 3, 5, 1]),
@@ -375,6 +383,25 @@ mod tests {
     /// (reproduced) against its vectorised sum of trailing dims (not).
     #[test]
     fn only_candles_memory_order_reductions_are_taken_over() {
+        // the shapes the model sends here are taken (else every comparison above would be
+        // candle against candle), the others are left to candle
+        for (x, p) in [
+            (&[1usize, 3, 4, 6, 6][..], &[1usize, 1, 4, 1, 1][..]),
+            (&[2, 3, 4, 6, 6], &[1, 1, 1, 6, 1]),
+            (&[2, 3, 4, 5, 8], &[2, 1, 1, 1, 8]),
+            (&[2, 300, 40], &[2, 1, 40]),
+        ] {
+            assert!(takes_shapes(x, p), "{x:?} {p:?}");
+        }
+        for (x, p) in [
+            (&[2usize, 3, 4, 6, 6][..], &[2usize, 1, 1, 1, 1][..]),
+            (&[2, 3, 5, 40], &[2, 3, 5, 1]),
+            (&[2, 1, 40], &[2, 300, 40]),
+            (&[2, 3, 4], &[2, 3, 4]),
+            (&[2, 3, 4], &[3, 4]),
+        ] {
+            assert!(!takes_shapes(x, p), "{x:?} {p:?}");
+        }
         assert!(!only_trailing_reduced(&[1, 3, 4, 6, 6], &[1, 1, 4, 1, 1]));
         assert!(!only_trailing_reduced(&[2, 3, 4, 6, 6], &[1, 1, 1, 6, 1]));
         assert!(only_trailing_reduced(&[2, 3, 4, 6, 6], &[2, 1, 1, 1, 1]));

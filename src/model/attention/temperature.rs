@@ -44,7 +44,8 @@ pub fn scale(
     match temp {
         Temperature::Fixed => s * c,
         // broadcast::mul: candle's broadcast_mul, bit for bit, with a fast reduction for the
-        // gradient of a per-head factor (`learned` keeps candle's, which is fast there)
+        // gradient of a per-head factor (`learned` mostly keeps candle's, fast there: its
+        // reduced dims are trailing unless there is one head)
         Temperature::Learned | Temperature::LearnedHead => {
             let theta = l.get("attn.temp_theta").unsqueeze(1)?;
             mul(&s, &theta.minimum(max_theta())?.exp()?)
