@@ -32,9 +32,15 @@ pub fn mul(x: &Tensor, p: &Tensor) -> Result<Tensor> {
     apply(x, p, Kind::Mul)
 }
 
+/// `x − p`, `p` broadcast to `x`'s shape (same rank, each dim of `p` 1 or `x`'s).
+pub fn sub(x: &Tensor, p: &Tensor) -> Result<Tensor> {
+    apply(x, p, Kind::Sub)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
     Add,
+    Sub,
     Mul,
 }
 
@@ -59,6 +65,7 @@ fn apply(x: &Tensor, p: &Tensor, kind: Kind) -> Result<Tensor> {
     if !fused {
         return match kind {
             Kind::Add => x.broadcast_add(p),
+            Kind::Sub => x.broadcast_sub(p),
             Kind::Mul => x.broadcast_mul(p),
         };
     }
@@ -141,6 +148,7 @@ fn forward<T: Real>(x: &[T], p: &[T], map: &RowMap, kind: Kind) -> Vec<T> {
                 let p = p[off];
                 match kind {
                     Kind::Add => o.iter_mut().zip(x).for_each(|(o, &a)| *o = a + p),
+                    Kind::Sub => o.iter_mut().zip(x).for_each(|(o, &a)| *o = a - p),
                     Kind::Mul => o.iter_mut().zip(x).for_each(|(o, &a)| *o = a * p),
                 }
                 return;
@@ -151,6 +159,10 @@ fn forward<T: Real>(x: &[T], p: &[T], map: &RowMap, kind: Kind) -> Vec<T> {
                     .iter_mut()
                     .zip(x.iter().zip(p))
                     .for_each(|(o, (&a, &b))| *o = a + b),
+                Kind::Sub => o
+                    .iter_mut()
+                    .zip(x.iter().zip(p))
+                    .for_each(|(o, (&a, &b))| *o = a - b),
                 Kind::Mul => o
                     .iter_mut()
                     .zip(x.iter().zip(p))
@@ -160,10 +172,21 @@ fn forward<T: Real>(x: &[T], p: &[T], map: &RowMap, kind: Kind) -> Vec<T> {
     out
 }
 
-/// The gradient of `p`: the sum of `g[i]` (or of the products `g[i]·x[i]`, rounded one by
-/// one, when `x` is given) over the elements `i` that `p`'s element broadcast to, each sum
-/// starting at zero and taking its terms in memory order (as candle's reduction does).
-fn reduce<T: Real>(g: &[T], x: Option<&[T]>, p_len: usize, map: &RowMap) -> Vec<T> {
+/// The terms of `p`'s gradient, one per element `i` of `x`.
+#[derive(Clone, Copy)]
+enum Term<'a, T> {
+    /// `g[i]` (for `+`).
+    Grad,
+    /// `0 − g[i]` (for `−`: candle subtracts the gradient from a zero one).
+    NegGrad,
+    /// `g[i]·x[i]`, rounded one by one (for `·`).
+    Times(&'a [T]),
+}
+
+/// The gradient of `p`: the sum of the `term`s over the elements `i` that `p`'s element
+/// broadcast to, each sum starting at zero and taking its terms in memory order (as
+/// candle's reduction does).
+fn reduce<T: Real>(g: &[T], term: Term<'_, T>, p_len: usize, map: &RowMap) -> Vec<T> {
     let d = map.d;
     let mut dst = vec![T::ZERO; p_len];
     if d == 0 {
@@ -174,9 +197,10 @@ fn reduce<T: Real>(g: &[T], x: Option<&[T]>, p_len: usize, map: &RowMap) -> Vec<
         if map.scalar {
             // one accumulator: the row's terms one after another, as candle adds them
             let mut acc = dst[off];
-            match x {
-                None => g.iter().for_each(|&v| acc += v),
-                Some(x) => g
+            match term {
+                Term::Grad => g.iter().for_each(|&v| acc += v),
+                Term::NegGrad => g.iter().for_each(|&v| acc += T::ZERO - v),
+                Term::Times(x) => g
                     .iter()
                     .zip(&x[row * d..(row + 1) * d])
                     .for_each(|(&v, &w)| acc += v * w),
@@ -185,9 +209,10 @@ fn reduce<T: Real>(g: &[T], x: Option<&[T]>, p_len: usize, map: &RowMap) -> Vec<
             continue;
         }
         let dst = &mut dst[off..off + d];
-        match x {
-            None => dst.iter_mut().zip(g).for_each(|(s, &v)| *s += v),
-            Some(x) => {
+        match term {
+            Term::Grad => dst.iter_mut().zip(g).for_each(|(s, &v)| *s += v),
+            Term::NegGrad => dst.iter_mut().zip(g).for_each(|(s, &v)| *s += T::ZERO - v),
+            Term::Times(x) => {
                 let x = &x[row * d..(row + 1) * d];
                 dst.iter_mut()
                     .zip(g.iter().zip(x))
@@ -210,6 +235,7 @@ impl CustomOp2 for Broadcast {
     fn name(&self) -> &'static str {
         match self.kind {
             Kind::Add => "broadcast-add",
+            Kind::Sub => "broadcast-sub",
             Kind::Mul => "broadcast-mul",
         }
     }
@@ -258,7 +284,8 @@ impl CustomOp2 for Broadcast {
     }
 }
 
-/// (∂x, ∂p) for the upstream gradient `grad`: for `+`, (g, Σg); for `·`, (g·p, Σ g·x);
+/// (∂x, ∂p) for the upstream gradient `grad`: for `+`, (g, Σg); for `−`, (g, Σ(0 − g));
+/// for `·`, (g·p, Σ g·x);
 /// ∂p is `None` when `p` tracks no gradient (a constant: candle would compute a gradient
 /// that nothing reads).
 fn grads<T: Real>(
@@ -274,9 +301,14 @@ fn grads<T: Real>(
     let dev = x.device();
     let want_dp = p.track_op();
     match kind {
-        Kind::Add => {
+        Kind::Add | Kind::Sub => {
+            let term = if kind == Kind::Add {
+                Term::Grad
+            } else {
+                Term::NegGrad
+            };
             let dp = want_dp
-                .then(|| Tensor::from_vec(reduce(g, None, p.elem_count(), map), p.shape(), dev))
+                .then(|| Tensor::from_vec(reduce(g, term, p.elem_count(), map), p.shape(), dev))
                 .transpose()?;
             Ok((grad.clone(), dp))
         }
@@ -285,7 +317,7 @@ fn grads<T: Real>(
             let (xs, xl) = x.storage_and_layout();
             let dx = forward(g, cpu::<T>(&ps, pl)?, map, Kind::Mul);
             let dp = if want_dp {
-                let dp = reduce(g, Some(cpu::<T>(&xs, xl)?), p.elem_count(), map);
+                let dp = reduce(g, Term::Times(cpu::<T>(&xs, xl)?), p.elem_count(), map);
                 Some(Tensor::from_vec(dp, p.shape(), dev)?)
             } else {
                 None
@@ -308,7 +340,7 @@ mod tests {
     #[test]
     fn bit_identical_to_candle() {
         let dev = Device::Cpu;
-        let cases: [(&[usize], &[usize]); 12] = [
+        let cases: [(&[usize], &[usize]); 13] = [
             (&[2, 300, 40], &[2, 1, 40]),
             (&[2, 5, 7, 16], &[2, 1, 7, 16]),
             (&[3, 8, 1], &[1, 8, 1]),
@@ -319,6 +351,8 @@ mod tests {
             (&[2, 3, 1, 5, 7], &[2, 1, 1, 1, 1]),
             // rows long enough that a vectorised row sum would round differently
             (&[2, 3, 4, 5, 40], &[2, 1, 4, 1, 1]),
+            // neg_l2's ‖k‖², [R, B, H, 1, T] over the [R, B, H, T, T] scores
+            (&[2, 3, 4, 6, 6], &[2, 3, 4, 1, 6]),
             // the qk-RMSNorm gain, [R, 1, 1, 1, d_h] over [R, B, H, T, d_h]
             (&[2, 3, 4, 5, 8], &[2, 1, 1, 1, 8]),
             (&[2, 3, 5, 40], &[2, 3, 5, 1]),
@@ -327,7 +361,7 @@ mod tests {
         ];
         for dtype in [DType::F32, DType::F64] {
             for (xs, ps) in cases {
-                for kind in [Kind::Add, Kind::Mul] {
+                for kind in [Kind::Add, Kind::Sub, Kind::Mul] {
                     let rnd = |s: &[usize]| {
                         Var::from_tensor(
                             &Tensor::randn(0f32, 1.0, s, &dev)
@@ -346,6 +380,7 @@ mod tests {
                     let ours = apply(x.as_tensor(), p.as_tensor(), kind).unwrap();
                     let theirs = match kind {
                         Kind::Add => x.as_tensor().broadcast_add(p.as_tensor()),
+                        Kind::Sub => x.as_tensor().broadcast_sub(p.as_tensor()),
                         Kind::Mul => x.as_tensor().broadcast_mul(p.as_tensor()),
                     }
                     .unwrap();

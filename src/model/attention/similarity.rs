@@ -111,7 +111,9 @@ pub fn scores(
             let qq = q.sqr()?.sum_keepdim(D::Minus1)?; // [.., T, 1]
             let kk = k.sqr()?.sum_keepdim(D::Minus1)?.transpose(3, 4)?; // [.., 1, T]
             let qk = bmm(q, &kt)?;
-            (qk * 2.0)?.broadcast_sub(&qq)?.broadcast_sub(&kk)
+            // candle's broadcast_sub, bit for bit; for ‖k‖², whose gradient candle sums over
+            // the query dim with its scalar loop, a fast one
+            crate::model::broadcast::sub(&(qk * 2.0)?.broadcast_sub(&qq)?, &kk)
         }
     }
 }
