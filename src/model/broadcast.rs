@@ -1,7 +1,7 @@
-//! `x + p` and `x · p` for a parameter `p` broadcast over some of `x`'s dims (biases,
-//! LayerNorm gains, position embeddings, per-head temperatures, the qk-RMSNorm gains), with
-//! the same values and gradients as candle's `broadcast_add` / `broadcast_mul`, bit for
-//! bit, but a fast backward.
+//! `x + p`, `x − p` and `x · p` for a tensor `p` broadcast over some of `x`'s dims
+//! (biases, LayerNorm gains, position embeddings, per-head temperatures, the qk-RMSNorm
+//! gains, neg_l2's ‖k‖²), with the same values and gradients as candle's `broadcast_add` /
+//! `broadcast_sub` / `broadcast_mul`, bit for bit, but a fast backward.
 //!
 //! candle reduces a broadcast operand's gradient over non-trailing dims with a scalar loop
 //! that divides and takes remainders for every element, on one thread: at the `seed`
