@@ -133,7 +133,8 @@ impl RowMap {
     }
 }
 
-/// `out[i] = x[i] ∘ p[map(i)]`, with `∘` `+` or `·` (x on the left, as candle computes it).
+/// `out[i] = x[i] ∘ p[map(i)]`, with `∘` `+`, `−` or `·` (x on the left, as candle computes
+/// it).
 fn forward<T: Real>(x: &[T], p: &[T], map: &RowMap, kind: Kind) -> Vec<T> {
     let d = map.d;
     let mut out = vec![T::ZERO; x.len()];
@@ -424,6 +425,7 @@ mod tests {
             (&[1usize, 3, 4, 6, 6][..], &[1usize, 1, 4, 1, 1][..]),
             (&[2, 3, 4, 6, 6], &[1, 1, 1, 6, 1]),
             (&[2, 3, 4, 5, 8], &[2, 1, 1, 1, 8]),
+            (&[2, 3, 4, 6, 6], &[2, 3, 4, 1, 6]),
             (&[2, 300, 40], &[2, 1, 40]),
         ] {
             assert!(takes_shapes(x, p), "{x:?} {p:?}");
