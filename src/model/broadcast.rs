@@ -334,6 +334,23 @@ mod tests {
     use crate::model::kernels::bits;
     use candle_core::{Device, Var};
 
+    /// The bit patterns of a tensor's values as f64 (f32 values widen exactly).
+    fn bits64(t: &Tensor) -> Vec<u64> {
+        let v: Vec<f64> = t
+            .to_dtype(DType::F64)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// The gradients of Σ y·w.
+    fn grads_of(y: &Tensor, w: &Tensor) -> candle_core::backprop::GradStore {
+        y.mul(w).unwrap().sum_all().unwrap().backward().unwrap()
+    }
+
     /// Values and both gradients are candle's bits, for the shapes the model uses (a bias
     /// over rows, a position table over the batch, a value per head or per position, the
     /// qk-RMSNorm gain) and shapes that fall back to candle (trailing dims reduced; x itself
@@ -385,24 +402,8 @@ mod tests {
                         Kind::Mul => x.as_tensor().broadcast_mul(p.as_tensor()),
                     }
                     .unwrap();
-                    let go = ours.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
-                    let gt = theirs
-                        .mul(&w)
-                        .unwrap()
-                        .sum_all()
-                        .unwrap()
-                        .backward()
-                        .unwrap();
-                    let b = |t: &Tensor| -> Vec<u64> {
-                        let t = t.to_dtype(DType::F64).unwrap();
-                        t.flatten_all()
-                            .unwrap()
-                            .to_vec1::<f64>()
-                            .unwrap()
-                            .iter()
-                            .map(|v| v.to_bits())
-                            .collect()
-                    };
+                    let (go, gt) = (grads_of(&ours, &w), grads_of(&theirs, &w));
+                    let b = bits64;
                     let what = format!("{kind:?} {xs:?} {ps:?} {dtype:?}");
                     if dtype == DType::F32 {
                         assert_eq!(bits(&ours), bits(&theirs), "value {what}");
@@ -479,25 +480,8 @@ mod tests {
                 .unwrap()
                 .broadcast_mul(&pos)
                 .unwrap();
-            let go = ours.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
-            let gt = theirs
-                .mul(&w)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let b = |t: &Tensor| -> Vec<u64> {
-                t.to_dtype(DType::F64)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f64>()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.to_bits())
-                    .collect()
-            };
+            let (go, gt) = (grads_of(&ours, &w), grads_of(&theirs, &w));
+            let b = bits64;
             assert_eq!(b(&ours), b(&theirs), "value {dtype:?}");
             assert_eq!(
                 b(go.get(&s).unwrap()),
