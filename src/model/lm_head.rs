@@ -379,6 +379,13 @@ impl EmbGradJob {
                 gemm::Parallelism::None,
             );
         }
+        // + 0, as candle's gradient store adds ∂E to a zero tensor: a −0 becomes +0 (the
+        // same bits whichever path adds this ∂E to the embedding's other gradients).
+        // SAFETY: the rows just written, which only this call touches.
+        let rows = unsafe {
+            std::slice::from_raw_parts_mut(self.out_ptr.0.add((i * v + v0) * d), len * d)
+        };
+        rows.iter_mut().for_each(|x| *x += 0.0);
     }
 
     /// Claims and computes pieces until none is left.
@@ -442,14 +449,21 @@ impl DeferredEmbGrad {
     /// (no gradient tracking), or when the output layer's gradient went through candle
     /// (devices other than the CPU, dtypes other than f32).
     pub fn finish(self, device: &candle_core::Device) -> Result<Option<Tensor>> {
-        let Some(slot) = self.slot else {
-            return Ok(None);
-        };
-        let job = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let Some(job) = job else { return Ok(None) };
+        Ok(match self.finish_vec() {
+            Some((ge, dims)) => Some(Tensor::from_vec(ge, dims, device)?),
+            None => None,
+        })
+    }
+
+    /// [`Self::finish`]'s ∂E as a row-major buffer, with its shape `[R, V, d]`.
+    pub fn finish_vec(self) -> Option<(Vec<f32>, (usize, usize, usize))> {
+        let job = self
+            .slot?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
         let (r, _, v, d) = job.dims;
-        let ge = job.finish();
-        Ok(Some(Tensor::from_vec(ge, (r, v, d), device)?))
+        Some((job.finish(), (r, v, d)))
     }
 }
 

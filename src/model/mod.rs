@@ -15,6 +15,7 @@
 pub mod additive;
 pub mod attention;
 pub mod broadcast;
+pub mod embed;
 pub mod entmax;
 pub mod gelu;
 pub mod kernels;
@@ -219,6 +220,17 @@ impl Transformer {
 
     /// Final hidden states `[R, B·T, d]` (after the last LayerNorm) for ids `[R, B, T]`.
     pub fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(self.hidden_with(ids, false)?.0)
+    }
+
+    /// [`Self::hidden`]; with `defer_lookup`, the token lookup's share of the embedding
+    /// gradient is left out of candle's backward, to the returned
+    /// [`embed::DeferredLookupGrad`] (on the CPU in f32; elsewhere it is candle's).
+    fn hidden_with(
+        &self,
+        ids: &Tensor,
+        defer_lookup: bool,
+    ) -> Result<(Tensor, embed::DeferredLookupGrad)> {
         let (r, b, t) = ids.dims3()?;
         if r != self.replicas() {
             candle_core::bail!("ids have {r} replicas, the model has {}", self.replicas());
@@ -229,18 +241,18 @@ impl Transformer {
                 self.cfg.seq_len
             );
         }
-        let (v, d) = (self.cfg.vocab_size, self.cfg.d_model);
+        let d = self.cfg.d_model;
         let dev = ids.device();
-        // Token embedding: replica r looks up rows r·V + id of the flattened [R·V, d] table.
-        let offsets = Tensor::arange(0u32, r as u32, dev)?
-            .affine(v as f64, 0.0)?
-            .reshape((r, 1, 1))?;
-        let flat_ids = ids.broadcast_add(&offsets)?.flatten_all()?;
-        let tok = self
-            .params
-            .get("tok_emb")
-            .reshape((r * v, d))?
-            .index_select(&flat_ids, 0)?;
+        let table = self.params.get("tok_emb");
+        let ids = ids.reshape((r, b * t))?;
+        let (tok, lookup) = if defer_lookup {
+            embed::lookup_deferred(table, &ids)?
+        } else {
+            (
+                embed::lookup(table, &ids)?,
+                embed::DeferredLookupGrad::default(),
+            )
+        };
         let pos = self.params.get("pos_emb").narrow(1, 0, t)?.unsqueeze(1)?; // [R,1,T,d]
         let mut x = broadcast::add(&tok.reshape((r, b, t, d))?, &pos)?.reshape((r, b * t, d))?;
         let mask = Mask::causal(t, self.dtype, dev)?;
@@ -257,44 +269,50 @@ impl Transformer {
             let m = gelu::gelu(&l.linear(&u, "mlp.w1", "mlp.b1")?)?;
             x = (x + l.linear(&m, "mlp.w2", "mlp.b2")?)?;
         }
-        self.layer_norm(&x, "ln_f")
+        Ok((self.layer_norm(&x, "ln_f")?, lookup))
     }
 
-    /// [`Self::loss`] whose backward leaves the output layer's share of the embedding
-    /// gradient to the returned [`lm_head::DeferredEmbGrad`], computed on the other threads
-    /// while the rest of the backward runs: after `backward()`, add
-    /// [`lm_head::DeferredEmbGrad::finish`]'s tensor to the gradient of `tok_emb`
-    /// ([`Self::add_deferred_grad`] does). Same values as [`Self::loss`], bit for bit.
-    pub fn loss_deferred(
-        &self,
-        ids: &Tensor,
-        targets: &Tensor,
-    ) -> Result<(Tensor, lm_head::DeferredEmbGrad)> {
+    /// [`Self::loss`] whose backward leaves the embedding's gradient out of candle's: the
+    /// output layer's ∂E, computed on the other threads while the rest of the backward
+    /// runs ([`lm_head::lm_head_nll_deferred`]), and the token lookup's rows
+    /// ([`embed::lookup_deferred`]). After `backward()`, [`Self::add_deferred_grad`] puts
+    /// their sum into the gradient store. Same values as [`Self::loss`], bit for bit.
+    pub fn loss_deferred(&self, ids: &Tensor, targets: &Tensor) -> Result<(Tensor, DeferredGrads)> {
         let tokens = targets.dim(1)? * targets.dim(2)?;
         let scale = 1.0 / tokens as f64;
-        let x = self.hidden(ids)?;
+        let (x, lookup) = self.hidden_with(ids, true)?;
         let (r, n, _) = x.dims3()?;
         let t = targets.reshape((r, n))?;
-        let (rows, deferred) =
+        let (rows, head) =
             lm_head::lm_head_nll_deferred(&x, self.params.get("tok_emb"), &t, scale as f32)?;
-        Ok((rows.sum(1)?.affine(scale, 0.0)?, deferred))
+        Ok((
+            rows.sum(1)?.affine(scale, 0.0)?,
+            DeferredGrads { head, lookup },
+        ))
     }
 
-    /// Completes `grads` from [`Self::loss_deferred`]'s backward: adds the output layer's
-    /// ∂E to the gradient of `tok_emb`.
+    /// Completes `grads` from [`Self::loss_deferred`]'s backward: the gradient of
+    /// `tok_emb` becomes the output layer's ∂E plus the lookup's rows (plus whatever
+    /// candle already holds for it, which is nothing in this model).
     pub fn add_deferred_grad(
         &self,
         grads: &mut candle_core::backprop::GradStore,
-        deferred: lm_head::DeferredEmbGrad,
+        deferred: DeferredGrads,
     ) -> Result<()> {
         let emb = self.params.get("tok_emb");
-        if let Some(ge) = deferred.finish(emb.device())? {
-            let total = match grads.get(emb) {
-                Some(g) => (g + ge)?,
-                None => ge,
-            };
-            grads.insert(emb, total);
-        }
+        let (r, v, d) = emb.dims3()?;
+        let mut ge = match deferred.head.finish_vec() {
+            Some((ge, _)) => ge,
+            None if deferred.lookup.pending() => vec![0f32; r * v * d],
+            None => return Ok(()),
+        };
+        deferred.lookup.add_into(&mut ge)?;
+        let ge = Tensor::from_vec(ge, (r, v, d), emb.device())?;
+        let total = match grads.get(emb) {
+            Some(g) => (g + ge)?,
+            None => ge,
+        };
+        grads.insert(emb, total);
         Ok(())
     }
 
@@ -307,4 +325,11 @@ impl Transformer {
         self.nll_sum_scaled(ids, targets, scale as f32)?
             .affine(scale, 0.0)
     }
+}
+
+/// The embedding's gradient that a [`Transformer::loss_deferred`] backward left out of
+/// candle's, for [`Transformer::add_deferred_grad`].
+pub struct DeferredGrads {
+    head: lm_head::DeferredEmbGrad,
+    lookup: embed::DeferredLookupGrad,
 }

@@ -1,0 +1,275 @@
+//! The token-embedding lookup, with a backward that can leave the table's gradient to the
+//! caller.
+//!
+//! candle's `index_select` backward builds the table's gradient in a fresh zero tensor the
+//! size of the whole table (`[R·V, d]`, 17 MB per replica at the `seed` preset), which it
+//! first copies, then adds each looked-up row's gradient into; the gradient store then
+//! adds that to another zero tensor, and the training loop adds the sum to the output
+//! layer's ∂E: five passes over the table per step, mostly on one thread, for a gradient
+//! that has at most `B·T` non-zero rows. [`lookup_deferred`] keeps the rows' gradients
+//! instead, and [`DeferredLookupGrad::add_into`] adds them into ∂E in place, with candle's
+//! additions in candle's order (bit-identical, tested here and in `tests/engine.rs`).
+
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use std::sync::{Arc, Mutex};
+
+/// The looked-up rows' gradient, as one backward left it.
+struct RowGrads {
+    /// Row ids `[R, M]`, each below V.
+    ids: Vec<u32>,
+    /// ∂rows `[R, M, d]`.
+    rows: Vec<f32>,
+    dims: (usize, usize, usize, usize), // R, M, V, d
+}
+
+type Slot = Arc<Mutex<Option<RowGrads>>>;
+
+/// Rows `ids` `[R, M]` (u32, each below V) of each replica's table `[R, V, d]`: `[R, M, d]`,
+/// the values of `index_select` on the flattened table. On the CPU in f32 the backward
+/// gives the table no gradient through candle: the returned [`DeferredLookupGrad`] holds
+/// it, to be added with [`DeferredLookupGrad::add_into`] after the backward. Elsewhere it
+/// is candle's `index_select`, whose gradient candle accumulates as usual.
+pub fn lookup_deferred(table: &Tensor, ids: &Tensor) -> Result<(Tensor, DeferredLookupGrad)> {
+    let r = table.dim(0)?;
+    let r2 = ids.dim(0)?;
+    ids.dims2()?;
+    if r2 != r {
+        candle_core::bail!("lookup: {r2} replicas of ids for a table of {r}");
+    }
+    if table.device().is_cpu() && table.dtype() == DType::F32 {
+        let slot: Slot = Arc::new(Mutex::new(None));
+        let op = Lookup {
+            slot: Arc::clone(&slot),
+        };
+        let rows = table.contiguous()?.apply_op2(&ids.contiguous()?, op)?;
+        return Ok((rows, DeferredLookupGrad { slot: Some(slot) }));
+    }
+    Ok((lookup(table, ids)?, DeferredLookupGrad { slot: None }))
+}
+
+/// [`lookup_deferred`]'s rows through candle's `index_select` on the flattened table
+/// (replica i's row `id` is row `i·V + id`), whose gradient candle accumulates.
+pub fn lookup(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    let (r, v, d) = table.dims3()?;
+    let (_, m) = ids.dims2()?;
+    let offsets = Tensor::arange(0u32, r as u32, ids.device())?
+        .affine(v as f64, 0.0)?
+        .reshape((r, 1))?;
+    let flat = ids.broadcast_add(&offsets)?.flatten_all()?;
+    table
+        .reshape((r * v, d))?
+        .index_select(&flat, 0)?
+        .reshape((r, m, d))
+}
+
+struct Lookup {
+    slot: Slot,
+}
+
+impl CustomOp2 for Lookup {
+    fn name(&self) -> &'static str {
+        "token-lookup"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (r, v, d) = l1.shape().dims3()?;
+        let (_, m) = l2.shape().dims2()?;
+        let (Some((a, b)), Some((c, e))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("lookup: table and ids must be contiguous");
+        };
+        let table = &s1.as_slice::<f32>()?[a..b];
+        let ids = &s2.as_slice::<u32>()?[c..e];
+        if let Some(&bad) = ids.iter().find(|&&x| x as usize >= v) {
+            candle_core::bail!("token id {bad} out of range for a vocabulary of {v}");
+        }
+        let mut out = Vec::with_capacity(r * m * d);
+        for (k, &id) in ids.iter().enumerate() {
+            let row = (k / m) * v + id as usize;
+            out.extend_from_slice(&table[row * d..(row + 1) * d]);
+        }
+        Ok((CpuStorage::F32(out), Shape::from((r, m, d))))
+    }
+
+    fn bwd(
+        &self,
+        table: &Tensor,
+        ids: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (r, v, d) = table.dims3()?;
+        let m = ids.dim(1)?;
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_some() {
+            candle_core::bail!(
+                "token lookup: a second backward before the first one's gradient was added"
+            );
+        }
+        *slot = Some(RowGrads {
+            ids: ids.flatten_all()?.to_vec1()?,
+            rows: grad.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
+            dims: (r, m, v, d),
+        });
+        Ok((None, None))
+    }
+}
+
+/// The table's gradient that a [`lookup_deferred`] backward left out of candle's.
+#[derive(Default)]
+pub struct DeferredLookupGrad {
+    slot: Option<Slot>,
+}
+
+impl DeferredLookupGrad {
+    /// Whether a backward left a gradient that [`Self::add_into`] has not added yet.
+    pub fn pending(&self) -> bool {
+        self.slot
+            .as_ref()
+            .is_some_and(|s| s.lock().unwrap_or_else(|e| e.into_inner()).is_some())
+    }
+
+    /// Adds the looked-up rows' gradient to `grad` (`[R, V, d]`, row-major) as candle's
+    /// `index_select` backward and gradient store would have: each table row's share is its
+    /// rows' gradients summed from +0 in the order of their positions, then added to
+    /// `grad`'s row. (Rows that no id looked up get +0, which candle adds too: the output
+    /// layer's ∂E pieces add it already, see `lm_head`.) `Ok(false)`, leaving `grad` as it
+    /// was, when there is nothing to add: no backward ran, or the lookup went through
+    /// candle.
+    pub fn add_into(&self, grad: &mut [f32]) -> Result<bool> {
+        let Some(slot) = &self.slot else {
+            return Ok(false);
+        };
+        let Some(g) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return Ok(false);
+        };
+        let (r, m, v, d) = g.dims;
+        if grad.len() != r * v * d {
+            candle_core::bail!(
+                "lookup gradient: {} values for a [{r}, {v}, {d}] table",
+                grad.len()
+            );
+        }
+        // first position's slot of each id, per replica; sums in a compact buffer
+        let mut slot_of = vec![u32::MAX; v];
+        let mut sums: Vec<f32> = Vec::with_capacity(m * d);
+        let mut order: Vec<usize> = Vec::with_capacity(m);
+        for i in 0..r {
+            sums.clear();
+            order.clear();
+            for j in 0..m {
+                let id = g.ids[i * m + j] as usize;
+                let src = &g.rows[(i * m + j) * d..(i * m + j + 1) * d];
+                let s = match slot_of[id] {
+                    u32::MAX => {
+                        slot_of[id] = order.len() as u32;
+                        order.push(id);
+                        sums.extend(std::iter::repeat_n(0f32, d));
+                        sums.len() - d
+                    }
+                    k => k as usize * d,
+                };
+                for (a, &x) in sums[s..s + d].iter_mut().zip(src) {
+                    *a += x;
+                }
+            }
+            for (k, &id) in order.iter().enumerate() {
+                let dst = &mut grad[(i * v + id) * d..(i * v + id + 1) * d];
+                for (y, &a) in dst.iter_mut().zip(&sums[k * d..(k + 1) * d]) {
+                    *y += a; // IEEE addition commutes: the bits of candle's `a + y`
+                }
+                slot_of[id] = u32::MAX;
+            }
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// Values as `index_select`'s, and the table's gradient, once added to another
+    /// gradient of the table, as candle's: repeated ids (summed in position order), rows
+    /// nobody looked up, and a −0 in the other gradient (candle's zero tensor turns it into
+    /// +0; here the caller's ∂E pieces do, so this test adds +0 itself).
+    #[test]
+    fn lookup_gradient_is_bit_identical_to_index_select() {
+        let dev = Device::Cpu;
+        let (r, v, d, m) = (2, 11, 5, 9);
+        let table = Var::from_tensor(&Tensor::randn(0f32, 1.0, (r, v, d), &dev).unwrap()).unwrap();
+        let ids: Vec<u32> = vec![3, 1, 3, 3, 0, 10, 1, 3, 7, 2, 2, 2, 9, 0, 2, 5, 2, 9];
+        let ids = Tensor::from_vec(ids, (r, m), &dev).unwrap();
+        // a second use of the table, as the output layer's ∂E would be
+        let other = Tensor::randn(0f32, 1.0, (r, v, d), &dev).unwrap();
+        let mut other_v: Vec<f32> = other.flatten_all().unwrap().to_vec1().unwrap();
+        other_v[7] = -0.0; // row 1 of replica 0: looked up
+        other_v[4 * d + 1] = -0.0; // row 4 of replica 0: not looked up
+        let other = Tensor::from_vec(other_v.clone(), (r, v, d), &dev).unwrap();
+        // weights that make the rows' gradients differ in every entry
+        let w = Tensor::randn(0f32, 1.0, (r, m, d), &dev).unwrap();
+
+        let (rows, deferred) = lookup_deferred(table.as_tensor(), &ids).unwrap();
+        let plain = lookup(table.as_tensor(), &ids).unwrap();
+        // replica 1's first row is row v + 2 of the flattened table
+        let flat = table.as_tensor().reshape((r * v, d)).unwrap();
+        assert_eq!(
+            bits(&plain.get(1).unwrap().get(0).unwrap()),
+            bits(&flat.get(v + 2).unwrap())
+        );
+        assert_eq!(bits(&rows), bits(&plain), "values");
+
+        let want = (plain * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let want = (want.get(&table).unwrap() + &other).unwrap();
+        let got = (rows * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(
+            got.get(&table).is_none(),
+            "the gradient went through candle"
+        );
+        let mut sum: Vec<f32> = other_v.iter().map(|x| x + 0.0).collect();
+        assert!(deferred.add_into(&mut sum).unwrap());
+        assert_eq!(
+            sum.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            bits(&want)
+        );
+        // taken: a second call adds nothing
+        assert!(!deferred.add_into(&mut sum).unwrap());
+    }
+
+    #[test]
+    fn out_of_range_id_is_an_error() {
+        let dev = Device::Cpu;
+        let table = Tensor::zeros((1, 4, 3), DType::F32, &dev).unwrap();
+        let ids = Tensor::from_vec(vec![0u32, 4], (1, 2), &dev).unwrap();
+        let err = match lookup_deferred(&table, &ids) {
+            Ok(_) => panic!("an id of 4 in a table of 4 rows was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("out of range"), "{err}");
+    }
+
+    /// Without a backward there is nothing to add.
+    #[test]
+    fn nothing_to_add_without_a_backward() {
+        let dev = Device::Cpu;
+        let table = Tensor::ones((1, 4, 3), DType::F32, &dev).unwrap();
+        let ids = Tensor::from_vec(vec![0u32, 3], (1, 2), &dev).unwrap();
+        let (rows, deferred) = lookup_deferred(&table, &ids).unwrap();
+        assert_eq!(rows.dims(), &[1, 2, 3]);
+        let mut g = vec![1f32; 12];
+        assert!(!deferred.add_into(&mut g).unwrap());
+        assert_eq!(g, vec![1f32; 12]);
+    }
+}
