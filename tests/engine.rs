@@ -93,6 +93,10 @@ fn deferred_embedding_gradient_gives_the_same_gradients() {
         let plain = train::gradients(&model, &x, &y).unwrap();
         let (loss, deferred) = model.loss_deferred(&x, &y).unwrap();
         let mut grads = loss.sum_all().unwrap().backward().unwrap();
+        assert!(
+            deferred.lookup_pending(),
+            "{gene}: the lookup took candle's path"
+        );
         model.add_deferred_grad(&mut grads, deferred).unwrap();
         let bits = |t: &Tensor| -> Vec<u32> {
             let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
@@ -103,6 +107,29 @@ fn deferred_embedding_gradient_gives_the_same_gradients() {
             let got = grads.get(var).map(bits);
             assert_eq!(got, want.as_ref().map(bits), "{gene}: {name}");
         }
+    }
+}
+
+/// A token id at or above the vocabulary size is an error on every path, not a row of the
+/// next replica's table.
+#[test]
+fn an_out_of_range_token_id_is_an_error() {
+    let corpus = synthetic_corpus();
+    let cfg = tiny_cfg();
+    let mcfg = cfg.model(corpus.vocab.len());
+    let seeds = [3u64, 4];
+    let model = Transformer::new(Gene::BASELINE, mcfg, &seeds, DType::F32, &Device::Cpu).unwrap();
+    let (x, y) = batch(&corpus, &cfg, &seeds);
+    let mut ids: Vec<u32> = x.flatten_all().unwrap().to_vec1().unwrap();
+    ids[5] = mcfg.vocab_size as u32; // replica 0: would read replica 1's row 0
+    let bad = Tensor::from_vec(ids, x.dims(), &Device::Cpu).unwrap();
+    let plain = model.loss(&bad, &y).map(|_| ()).unwrap_err().to_string();
+    let deferred = match model.loss_deferred(&bad, &y) {
+        Ok(_) => panic!("the deferred loss accepted an out-of-range id"),
+        Err(e) => e.to_string(),
+    };
+    for err in [plain, deferred] {
+        assert!(err.contains("out of range for a vocabulary of"), "{err}");
     }
 }
 

@@ -25,10 +25,11 @@ struct RowGrads {
 type Slot = Arc<Mutex<Option<RowGrads>>>;
 
 /// Rows `ids` `[R, M]` (u32, each below V) of each replica's table `[R, V, d]`: `[R, M, d]`,
-/// the values of `index_select` on the flattened table. On the CPU in f32 the backward
-/// gives the table no gradient through candle: the returned [`DeferredLookupGrad`] holds
-/// it, to be added with [`DeferredLookupGrad::add_into`] after the backward. Elsewhere it
-/// is candle's `index_select`, whose gradient candle accumulates as usual.
+/// the values of `index_select` on the flattened table. When the table is a contiguous
+/// f32 variable on the CPU, the backward gives it no gradient through candle: the returned
+/// [`DeferredLookupGrad`] holds it, to be added with [`DeferredLookupGrad::add_into`] after
+/// the backward. Otherwise it is candle's `index_select`, whose gradient candle accumulates
+/// as usual (and [`DeferredLookupGrad::pending`] stays false).
 pub fn lookup_deferred(table: &Tensor, ids: &Tensor) -> Result<(Tensor, DeferredLookupGrad)> {
     let r = table.dim(0)?;
     let r2 = ids.dim(0)?;
@@ -36,7 +37,13 @@ pub fn lookup_deferred(table: &Tensor, ids: &Tensor) -> Result<(Tensor, Deferred
     if r2 != r {
         candle_core::bail!("lookup: {r2} replicas of ids for a table of {r}");
     }
-    if table.device().is_cpu() && table.dtype() == DType::F32 {
+    // Only a stored parameter, read in place: a table computed from something else (or
+    // made contiguous by a copy) needs its gradient from candle to reach what it came from.
+    if table.device().is_cpu()
+        && table.dtype() == DType::F32
+        && table.is_variable()
+        && table.is_contiguous()
+    {
         let slot: Slot = Arc::new(Mutex::new(None));
         let op = Lookup {
             slot: Arc::clone(&slot),
@@ -196,6 +203,15 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
+    /// Deterministic values in [−3.7, 3.7], a different sequence per `salt`.
+    fn fixed(shape: (usize, usize, usize), salt: usize, dev: &Device) -> Tensor {
+        let n = shape.0 * shape.1 * shape.2;
+        let v: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919 + salt * 104_729) % 97) as f32 / 13.0 - 3.7)
+            .collect();
+        Tensor::from_vec(v, shape, dev).unwrap()
+    }
+
     fn bits(t: &Tensor) -> Vec<u32> {
         let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
         v.iter().map(|x| x.to_bits()).collect()
@@ -209,17 +225,27 @@ mod tests {
     fn lookup_gradient_is_bit_identical_to_index_select() {
         let dev = Device::Cpu;
         let (r, v, d, m) = (2, 11, 5, 9);
-        let table = Var::from_tensor(&Tensor::randn(0f32, 1.0, (r, v, d), &dev).unwrap()).unwrap();
+        let table = Var::from_tensor(&fixed((r, v, d), 1, &dev)).unwrap();
         let ids: Vec<u32> = vec![3, 1, 3, 3, 0, 10, 1, 3, 7, 2, 2, 2, 9, 0, 2, 5, 2, 9];
         let ids = Tensor::from_vec(ids, (r, m), &dev).unwrap();
         // a second use of the table, as the output layer's ∂E would be
-        let other = Tensor::randn(0f32, 1.0, (r, v, d), &dev).unwrap();
+        let other = fixed((r, v, d), 2, &dev);
         let mut other_v: Vec<f32> = other.flatten_all().unwrap().to_vec1().unwrap();
         other_v[7] = -0.0; // row 1 of replica 0: looked up
         other_v[4 * d + 1] = -0.0; // row 4 of replica 0: not looked up
         let other = Tensor::from_vec(other_v.clone(), (r, v, d), &dev).unwrap();
-        // weights that make the rows' gradients differ in every entry
-        let w = Tensor::randn(0f32, 1.0, (r, m, d), &dev).unwrap();
+        // weights that make the rows' gradients differ in every entry; id 3 of replica 0
+        // (positions 0, 2, 3, 7) gets 1e8, 1, −1e8, 1 in its first column, which sum to 1 in
+        // position order (1e8 + 1 rounds to 1e8) and to other values in most other orders
+        let mut w_v: Vec<f32> = fixed((r, m, d), 3, &dev)
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (pos, x) in [(0, 1e8f32), (2, 1.0), (3, -1e8), (7, 1.0)] {
+            w_v[pos * d] = x;
+        }
+        let w = Tensor::from_vec(w_v, (r, m, d), &dev).unwrap();
 
         let (rows, deferred) = lookup_deferred(table.as_tensor(), &ids).unwrap();
         let plain = lookup(table.as_tensor(), &ids).unwrap();
@@ -251,22 +277,53 @@ mod tests {
     #[test]
     fn out_of_range_id_is_an_error() {
         let dev = Device::Cpu;
-        let table = Tensor::zeros((1, 4, 3), DType::F32, &dev).unwrap();
-        let ids = Tensor::from_vec(vec![0u32, 4], (1, 2), &dev).unwrap();
-        let err = match lookup_deferred(&table, &ids) {
+        // two replicas: id 4 of replica 0 would be a row of the flattened table (replica 1's
+        // row 0)
+        let table = Var::zeros((2, 4, 3), DType::F32, &dev).unwrap();
+        let ids = Tensor::from_vec(vec![0u32, 4, 1, 2], (2, 2), &dev).unwrap();
+        let err = match lookup_deferred(table.as_tensor(), &ids) {
             Ok(_) => panic!("an id of 4 in a table of 4 rows was accepted"),
             Err(e) => e.to_string(),
         };
         assert!(err.contains("out of range"), "{err}");
     }
 
+    /// A table that is not a stored parameter (here one computed from a variable) takes
+    /// candle's path, so its gradient reaches the variable through candle.
+    #[test]
+    fn a_computed_table_keeps_candles_gradient() {
+        let dev = Device::Cpu;
+        let base = Var::from_tensor(&fixed((1, 4, 3), 4, &dev)).unwrap();
+        let ids = Tensor::from_vec(vec![1u32, 1, 3], (1, 3), &dev).unwrap();
+        for table in [
+            base.as_tensor().affine(2.0, 0.0).unwrap(),
+            base.as_tensor()
+                .transpose(1, 2)
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap(),
+        ] {
+            let (rows, deferred) = lookup_deferred(&table, &ids).unwrap();
+            let g = rows.sum_all().unwrap().backward().unwrap();
+            assert!(!deferred.pending());
+            let got = g.get(&base).expect("the gradient reached the variable");
+            let want = lookup(&table, &ids)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            assert_eq!(bits(got), bits(want.get(&base).unwrap()));
+        }
+    }
+
     /// Without a backward there is nothing to add.
     #[test]
     fn nothing_to_add_without_a_backward() {
         let dev = Device::Cpu;
-        let table = Tensor::ones((1, 4, 3), DType::F32, &dev).unwrap();
+        let table = Var::ones((1, 4, 3), DType::F32, &dev).unwrap();
         let ids = Tensor::from_vec(vec![0u32, 3], (1, 2), &dev).unwrap();
-        let (rows, deferred) = lookup_deferred(&table, &ids).unwrap();
+        let (rows, deferred) = lookup_deferred(table.as_tensor(), &ids).unwrap();
         assert_eq!(rows.dims(), &[1, 2, 3]);
         let mut g = vec![1f32; 12];
         assert!(!deferred.add_into(&mut g).unwrap());

@@ -245,6 +245,17 @@ impl Transformer {
         let dev = ids.device();
         let table = self.params.get("tok_emb");
         let ids = ids.reshape((r, b * t))?;
+        // Checked on every path: the flattened table's `index_select` would read an id of
+        // V or more from the next replica's rows without a word.
+        if b * t > 0 {
+            let max = ids.flatten_all()?.max(0)?.to_scalar::<u32>()?;
+            if max as usize >= self.cfg.vocab_size {
+                candle_core::bail!(
+                    "token id {max} is out of range for a vocabulary of {} (ids must be below it)",
+                    self.cfg.vocab_size
+                );
+            }
+        }
         let (tok, lookup) = if defer_lookup {
             embed::lookup_deferred(table, &ids)?
         } else {
@@ -332,4 +343,13 @@ impl Transformer {
 pub struct DeferredGrads {
     head: lm_head::DeferredEmbGrad,
     lookup: embed::DeferredLookupGrad,
+}
+
+impl DeferredGrads {
+    /// Whether the token lookup's share is held here, to be added by
+    /// [`Transformer::add_deferred_grad`] (after a backward, on the CPU in f32), rather
+    /// than left in candle's gradients.
+    pub fn lookup_pending(&self) -> bool {
+        self.lookup.pending()
+    }
 }
