@@ -10,6 +10,7 @@
 //! instead, and [`DeferredLookupGrad::add_into`] adds them into ∂E in place, with candle's
 //! additions in candle's order (bit-identical, tested here and in `tests/engine.rs`).
 
+use super::kernels::contiguous;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use std::sync::{Arc, Mutex};
 
@@ -87,12 +88,8 @@ impl CustomOp2 for Lookup {
     ) -> Result<(CpuStorage, Shape)> {
         let (r, v, d) = l1.shape().dims3()?;
         let (_, m) = l2.shape().dims2()?;
-        let (Some((a, b)), Some((c, e))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("lookup: table and ids must be contiguous");
-        };
-        let table = &s1.as_slice::<f32>()?[a..b];
-        let ids = &s2.as_slice::<u32>()?[c..e];
+        let table = contiguous::<f32>(s1, l1)?;
+        let ids = contiguous::<u32>(s2, l2)?;
         if let Some(&bad) = ids.iter().find(|&&x| x as usize >= v) {
             candle_core::bail!("token id {bad} out of range for a vocabulary of {v}");
         }
