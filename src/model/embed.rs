@@ -57,9 +57,14 @@ pub fn lookup_deferred(table: &Tensor, ids: &Tensor) -> Result<(Tensor, Deferred
 
 /// [`lookup_deferred`]'s rows through candle's `index_select` on the flattened table
 /// (replica i's row `id` is row `i·V + id`), whose gradient candle accumulates.
+/// An id of V or more is an error, as in [`lookup_deferred`] (the flattened table would
+/// otherwise read it from the next replica's rows without a word).
 pub fn lookup(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
     let (r, v, d) = table.dims3()?;
     let (_, m) = ids.dims2()?;
+    if m > 0 {
+        check_ids(ids.flatten_all()?.max(0)?.to_scalar::<u32>()?, v)?;
+    }
     let offsets = Tensor::arange(0u32, r as u32, ids.device())?
         .affine(v as f64, 0.0)?
         .reshape((r, 1))?;
@@ -68,6 +73,16 @@ pub fn lookup(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
         .reshape((r * v, d))?
         .index_select(&flat, 0)?
         .reshape((r, m, d))
+}
+
+/// An error unless `max`, the largest id, is below the vocabulary size `v`.
+fn check_ids(max: u32, v: usize) -> Result<()> {
+    if max as usize >= v {
+        candle_core::bail!(
+            "token id {max} is out of range for a vocabulary of {v} (ids must be below it)"
+        );
+    }
+    Ok(())
 }
 
 struct Lookup {
@@ -90,9 +105,7 @@ impl CustomOp2 for Lookup {
         let (_, m) = l2.shape().dims2()?;
         let table = contiguous::<f32>(s1, l1)?;
         let ids = contiguous::<u32>(s2, l2)?;
-        if let Some(&bad) = ids.iter().find(|&&x| x as usize >= v) {
-            candle_core::bail!("token id {bad} out of range for a vocabulary of {v}");
-        }
+        check_ids(ids.iter().copied().max().unwrap_or(0), v)?;
         let mut out = Vec::with_capacity(r * m * d);
         for (k, &id) in ids.iter().enumerate() {
             let row = (k / m) * v + id as usize;
@@ -283,6 +296,8 @@ mod tests {
             Err(e) => e.to_string(),
         };
         assert!(err.contains("out of range"), "{err}");
+        let err = lookup(table.as_tensor(), &ids).unwrap_err().to_string();
+        assert!(err.contains("out of range"), "candle's path: {err}");
     }
 
     /// A table that is not a stored parameter (here one computed from a variable) takes

@@ -445,18 +445,11 @@ pub struct DeferredEmbGrad {
 }
 
 impl DeferredEmbGrad {
-    /// ∂E `[R, V, d]` of the output layer, once the backward has run: `None` when it has not
-    /// (no gradient tracking), or when the output layer's gradient went through candle
-    /// (devices other than the CPU, dtypes other than f32).
-    pub fn finish(self, device: &candle_core::Device) -> Result<Option<Tensor>> {
-        Ok(match self.finish_vec() {
-            Some((ge, dims)) => Some(Tensor::from_vec(ge, dims, device)?),
-            None => None,
-        })
-    }
-
-    /// [`Self::finish`]'s ∂E as a row-major buffer, with its shape `[R, V, d]`.
-    pub fn finish_vec(self) -> Option<(Vec<f32>, (usize, usize, usize))> {
+    /// ∂E of the output layer as a row-major buffer with its shape `[R, V, d]`, once the
+    /// backward has run: `None` when it has not (no gradient tracking), or when the output
+    /// layer's gradient went through candle (devices other than the CPU, dtypes other than
+    /// f32).
+    pub fn finish(self) -> Option<(Vec<f32>, (usize, usize, usize))> {
         let job = self
             .slot?
             .lock()
@@ -500,7 +493,7 @@ pub fn lm_head_nll_scaled(
 /// [`lm_head_nll_scaled`] whose backward leaves the embedding's share of the gradient,
 /// ∂E, to the returned [`DeferredEmbGrad`]: on the CPU candle's backward gets ∂h only, and
 /// other threads compute ∂E meanwhile. The caller must add
-/// [`DeferredEmbGrad::finish`]'s tensor to the embedding's gradient after the backward
+/// [`DeferredEmbGrad::finish`]'s ∂E to the embedding's gradient after the backward
 /// (on other devices it is `None` and candle's gradient is already complete). The values
 /// are those of [`lm_head_nll_scaled`], bit for bit.
 pub fn lm_head_nll_deferred(
@@ -665,7 +658,8 @@ mod tests {
         let loss = rows.sum(1).unwrap().affine(scale, 0.0).unwrap();
         let g2 = loss.sum_all().unwrap().backward().unwrap();
         assert!(g2.get(&e).is_none(), "∂E went through candle");
-        let ge = deferred.finish(&Device::Cpu).unwrap().expect("∂E deferred");
+        let (ge, dims) = deferred.finish().expect("∂E deferred");
+        let ge = Tensor::from_vec(ge, dims, &Device::Cpu).unwrap();
         assert_eq!(bits(&ge), bits(g1.get(&e).unwrap()), "∂E not bit-identical");
         assert_eq!(bits(g2.get(&h).unwrap()), bits(g1.get(&h).unwrap()), "∂h");
         // and right: against the composite in f64
@@ -685,7 +679,7 @@ mod tests {
         let t = Tensor::from_vec(vec![0u32, 4, 2], (1, 3), &Device::Cpu).unwrap();
         let (rows, deferred) = lm_head_nll_deferred(&h, &e, &t, 1.0 / 3.0).unwrap();
         assert_eq!(rows.dims(), &[1, 3]);
-        assert!(deferred.finish(&Device::Cpu).unwrap().is_none());
+        assert!(deferred.finish().is_none());
     }
 
     /// A second backward of the same op is an error, not silently wrong gradients.
