@@ -48,7 +48,8 @@ pub struct BenchArgs {
     /// same round. --replica-groups applies to every count.
     #[arg(long, value_delimiter = ',', num_args = 1.., conflicts_with_all = ["sweep", "replicas"])]
     pub compare_replicas: Vec<usize>,
-    /// With --compare-replicas: turns of each run per round.
+    /// With --compare-replicas: turns of each run per round (more, a more precise round; the
+    /// summary estimates how many a lead of the measured size needs to show in every round).
     #[arg(long, default_value_t = 8, requires = "compare_replicas")]
     pub passes: usize,
 }
@@ -180,10 +181,9 @@ fn compare(
                    "rounds_ahead_of_first": s.map_or(0, |s| s.ahead),
                    "ratio_geomean": s.map(|s| num(s.geomean)),
                    "ratio_ci95": s.map(|s| [num(s.ci95.0), num(s.ci95.1)]),
-                   "ratio_lowest": s.map(|s| num(s.lowest)),
-                   "sign_test_p": s.map(|s| num(s.sign_p)),
-                   "device": device_name(device), "threads": rayon::current_num_threads(),
-                   "hardware": hardware})
+                   "ratio_lowest": s.map(|s| num(s.lowest)), "sign_test_p": s.map(|s| num(s.sign_p)),
+                   "ratio_sd_log": s.map(|s| num(s.sd_log)), "passes_for_every_round_95": s.and_then(|s| c.planned_passes(s)),
+                   "device": device_name(device), "threads": rayon::current_num_threads(), "hardware": hardware})
         })
         .collect();
     output::print(&Plain { json, text }, a.json)
