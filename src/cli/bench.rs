@@ -182,7 +182,7 @@ fn compare(
                    "ratio_geomean": s.map(|s| num(s.geomean)),
                    "ratio_ci95": s.map(|s| [num(s.ci95.0), num(s.ci95.1)]),
                    "ratio_lowest": s.map(|s| num(s.lowest)), "sign_test_p": s.map(|s| num(s.sign_p)),
-                   "ratio_sd_log": s.map(|s| num(s.sd_log)), "passes_for_every_round_95": s.and_then(|s| c.planned_passes(s)),
+                   "ratio_sd_log": s.map(|s| num(s.sd_log)), "passes_for_every_round_95": s.and_then(|s| c.planned_passes(s).0), "passes_for_every_round_95_at_ci_low": s.and_then(|s| c.planned_passes(s).1),
                    "device": device_name(device), "threads": rayon::current_num_threads(), "hardware": hardware})
         })
         .collect();

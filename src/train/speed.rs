@@ -197,28 +197,41 @@ impl RatioSummary {
     /// turns' noise independent (on an AMD Zen 4 VM, three comparisons in rounds of 128 turns
     /// had 0.8–1.4 times the sd that rounds of 8 predicted, and pooled 1.76 times the
     /// variance: consistent with independence, within wide uncertainty; the speed journal)
-    /// and takes the estimated lead and sd as true, so plan from the lower end of the lead's
-    /// interval where a miss is costly. `None` without a lead (geometric mean ≤ 1) or a spread (one round).
+    /// and takes the estimated lead and sd as true; [`Self::passes_for_every_round_at_ci_low`]
+    /// plans for the smallest lead the interval allows. `None` without a lead (geometric
+    /// mean ≤ 1) or a spread (one round).
     pub fn passes_for_every_round(&self, passes: usize, rounds: usize, prob: f64) -> Option<usize> {
-        use statrs::distribution::{ContinuousCDF, Normal};
-        let m = self.geomean.ln();
-        if m.is_nan()
-            || m <= 0.0
-            || !self.sd_log.is_finite()
-            || rounds == 0
-            || prob.is_nan()
-            || prob <= 0.0
-            || prob >= 1.0
-        {
-            return None;
-        }
-        let z = Normal::new(0.0, 1.0)
-            .expect("standard normal")
-            .inverse_cdf(prob.powf(1.0 / rounds as f64));
-        let turn_sd = self.sd_log * (passes as f64).sqrt();
-        let need = (z * turn_sd / m).powi(2).ceil();
-        Some((need as usize).max(1))
+        passes_needed(self.geomean.ln(), self.sd_log, passes, rounds, prob)
     }
+
+    /// As [`Self::passes_for_every_round`], for a lead only as large as the lower end of the
+    /// 95 % interval: the length to choose where a round that misses is costly. `None` where
+    /// that end is no lead (≤ 1).
+    pub fn passes_for_every_round_at_ci_low(
+        &self,
+        passes: usize,
+        rounds: usize,
+        prob: f64,
+    ) -> Option<usize> {
+        passes_needed(self.ci95.0.ln(), self.sd_log, passes, rounds, prob)
+    }
+}
+
+/// ceil((z · sd · √passes / lead)²), z = Φ⁻¹(prob^(1/rounds)), at least 1; `lead` and `sd`
+/// on the log scale. `None` for no lead, no finite sd or a probability outside (0, 1).
+fn passes_needed(lead: f64, sd: f64, passes: usize, rounds: usize, prob: f64) -> Option<usize> {
+    use statrs::distribution::{ContinuousCDF, Normal};
+    if lead.is_nan() || lead <= 0.0 || !sd.is_finite() || rounds == 0 || prob.is_nan() {
+        return None;
+    }
+    if prob <= 0.0 || prob >= 1.0 {
+        return None;
+    }
+    let z = Normal::new(0.0, 1.0)
+        .expect("standard normal")
+        .inverse_cdf(prob.powf(1.0 / rounds as f64));
+    let need = (z * sd * (passes as f64).sqrt() / lead).powi(2).ceil();
+    Some((need as usize).max(1))
 }
 
 /// The probability with which [`Comparison::markdown`] and `bench --json` plan the turns
@@ -241,9 +254,15 @@ pub struct Comparison {
 
 impl Comparison {
     /// Turns per round at which the lead of `s` would show in all of this comparison's
-    /// rounds with probability [`EVERY_ROUND_PROB`] ([`RatioSummary::passes_for_every_round`]).
-    pub fn planned_passes(&self, s: &RatioSummary) -> Option<usize> {
-        s.passes_for_every_round(self.passes, self.rounds, EVERY_ROUND_PROB)
+    /// rounds with probability [`EVERY_ROUND_PROB`]: for the estimated lead
+    /// ([`RatioSummary::passes_for_every_round`]) and for the lower end of its interval
+    /// ([`RatioSummary::passes_for_every_round_at_ci_low`]).
+    pub fn planned_passes(&self, s: &RatioSummary) -> (Option<usize>, Option<usize>) {
+        let (p, r, q) = (self.passes, self.rounds, EVERY_ROUND_PROB);
+        (
+            s.passes_for_every_round(p, r, q),
+            s.passes_for_every_round_at_ci_low(p, r, q),
+        )
     }
 
     /// A Markdown table of the rounds, then one line per count after the first.
@@ -284,11 +303,19 @@ impl Comparison {
                 "\nR={} / R={}: ahead in {} of {} rounds (lowest ratio {:.3}); geometric mean {:.3}, 95 % t interval [{:.3}, {:.3}] over rounds; sign test p = {:.2e} (two-sided)",
                 r.replicas, rows[0].replicas, s.ahead, self.rounds, s.lowest, s.geomean, s.ci95.0, s.ci95.1, s.sign_p
             ));
-            if let Some(n) = self.planned_passes(s) {
+            if let (Some(n), low) = self.planned_passes(s) {
                 text.push_str(&format!(
                     "; sd of the log ratio over rounds {:.4}: a lead this size would show in all {} rounds with probability {} in rounds of about {} turns (--passes {}, if the turns' noise is independent)",
                     s.sd_log, self.rounds, EVERY_ROUND_PROB, n, n
                 ));
+                text.push_str(&match low {
+                    Some(l) => {
+                        format!(", about {l} for a lead only as large as the interval's lower end")
+                    }
+                    None => {
+                        ", and no length for the interval's lower end, which is no lead".to_string()
+                    }
+                });
             }
         }
         text
@@ -467,5 +494,17 @@ mod tests {
         let j = RatioSummary::of(&[(m - d).exp(), (m + d).exp()]);
         assert!((j.sd_log - 0.036).abs() < 1e-12 && (j.geomean - 1.026).abs() < 1e-12);
         assert_eq!(j.passes_for_every_round(8, 10, 0.95), Some(104));
+        // Two rounds give a t interval (1 degree of freedom) whose lower end is no lead.
+        assert_eq!(j.passes_for_every_round_at_ci_low(8, 10, 0.95), None);
+        // Five rounds of 128 turns, log ratios 0.02, 0.03, 0.025, 0.035, 0.03: mean 0.028,
+        // lower end 0.028 − t · sd / √5 = 0.0209214 with t = 2.776445105197799 (scipy
+        // t.ppf(0.975, 4)); (z · sd · √128 / lead)² = 34.99 at the mean, 62.67 at that end.
+        let r: Vec<f64> = [0.02f64, 0.03, 0.025, 0.035, 0.03]
+            .iter()
+            .map(|x| x.exp())
+            .collect();
+        let f = RatioSummary::of(&r);
+        assert_eq!(f.passes_for_every_round(128, 10, 0.95), Some(35));
+        assert_eq!(f.passes_for_every_round_at_ci_low(128, 10, 0.95), Some(63));
     }
 }
