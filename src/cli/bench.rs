@@ -48,8 +48,7 @@ pub struct BenchArgs {
     /// same round. --replica-groups applies to every count.
     #[arg(long, value_delimiter = ',', num_args = 1.., conflicts_with_all = ["sweep", "replicas"])]
     pub compare_replicas: Vec<usize>,
-    /// With --compare-replicas: turns of each run per round (more, a more precise round; the
-    /// summary estimates how many a lead of the measured size needs to show in every round).
+    /// With --compare-replicas: turns of each run per round (the summary plans how many a lead needs).
     #[arg(long, default_value_t = 8, requires = "compare_replicas")]
     pub passes: usize,
 }
@@ -172,6 +171,7 @@ fn compare(
         .iter()
         .map(|r| {
             let s = r.summary.as_ref();
+            let plan = s.map_or((None, None), |s| c.planned_passes(s));
             json!({"preset": a.common.preset, "gene": gene.to_string(), "mode": "turns",
                    "compare_replicas": a.compare_replicas, "replicas": r.replicas,
                    "replica_groups": r.groups, "steps": c.steps, "passes": c.passes, "warmup_steps": c.warm,
@@ -182,7 +182,7 @@ fn compare(
                    "ratio_geomean": s.map(|s| num(s.geomean)),
                    "ratio_ci95": s.map(|s| [num(s.ci95.0), num(s.ci95.1)]),
                    "ratio_lowest": s.map(|s| num(s.lowest)), "sign_test_p": s.map(|s| num(s.sign_p)),
-                   "ratio_sd_log": s.map(|s| num(s.sd_log)), "passes_for_every_round_95": s.and_then(|s| c.planned_passes(s).0), "passes_for_every_round_95_at_ci_low": s.and_then(|s| c.planned_passes(s).1),
+                   "ratio_sd_log": s.map(|s| num(s.sd_log)), "passes_for_every_round_95": plan.0, "passes_for_every_round_95_at_ci_low": plan.1,
                    "device": device_name(device), "threads": rayon::current_num_threads(), "hardware": hardware})
         })
         .collect();

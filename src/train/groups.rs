@@ -23,8 +23,8 @@
 //! [1.012, 1.024], ahead in 48 of 60; the speed journal). On an AMD EPYC Zen 4 VM
 //! (2026-12-07) it is 1.026 [1.015, 1.038], ahead in 33 of 40 rounds of 8 turns, and
 //! 1.029 ([1.014, 1.045] over three invocations), ahead in 30 of 30, in rounds of 128
-//! turns (`--passes 128`);
-//! the per-step barrier between two groups cost 1.4 % there in an instrumented run.
+//! turns (`--passes 128`); the per-step barrier between two groups cost 1.4 % there in an
+//! instrumented run.
 //!
 //! The results are the same bits either way: a replica's arithmetic depends neither on
 //! the other replicas in its tensors nor on the thread count (every kernel fixes its

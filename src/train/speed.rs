@@ -195,7 +195,7 @@ impl RatioSummary {
     /// `passes` turns: each round's log ratio taken as normal with this summary's mean and
     /// sd, the sd shrinking as 1/√turns. A planning estimate, not a test: it assumes the
     /// turns' noise independent (on an AMD Zen 4 VM, three comparisons in rounds of 128 turns
-    /// had 0.8–1.4 times the sd that rounds of 8 predicted, and pooled 1.76 times the
+    /// had 0.8–1.4 times the sd that rounds of 8 predicted, and pooled 1.73 times the
     /// variance: consistent with independence, within wide uncertainty; the speed journal)
     /// and takes the estimated lead and sd as true; [`Self::passes_for_every_round_at_ci_low`]
     /// plans for the smallest lead the interval allows. `None` without a lead (geometric
@@ -221,10 +221,8 @@ impl RatioSummary {
 /// on the log scale. `None` for no lead, no finite sd or a probability outside (0, 1).
 fn passes_needed(lead: f64, sd: f64, passes: usize, rounds: usize, prob: f64) -> Option<usize> {
     use statrs::distribution::{ContinuousCDF, Normal};
-    if lead.is_nan() || lead <= 0.0 || !sd.is_finite() || rounds == 0 || prob.is_nan() {
-        return None;
-    }
-    if prob <= 0.0 || prob >= 1.0 {
+    let valid_prob = prob > 0.0 && prob < 1.0; // false for NaN too
+    if lead.is_nan() || lead <= 0.0 || !sd.is_finite() || rounds == 0 || !valid_prob {
         return None;
     }
     let z = Normal::new(0.0, 1.0)
