@@ -194,8 +194,9 @@ impl RatioSummary {
     /// one of `rounds` rounds with probability `prob`, for ratios measured in rounds of
     /// `passes` turns: each round's log ratio taken as normal with this summary's mean and
     /// sd, the sd shrinking as 1/√turns. A planning estimate, not a test: it assumes the
-    /// turns' noise independent (on an AMD Zen 4 VM, three comparisons in rounds of 128 turns
-    /// had 0.8–1.4 times the sd that rounds of 8 predicted, and pooled 1.73 times the
+    /// turns' noise independent (on an AMD Zen 4 VM, four comparisons in three invocations
+    /// with rounds of 128 turns had 0.8–1.4 times the sd that rounds of 8 predicted, R = 2
+    /// alone 1.0–1.4, and pooled 1.73 times the
     /// variance: consistent with independence, within wide uncertainty; the speed journal)
     /// and takes the estimated lead and sd as true; [`Self::passes_for_every_round_at_ci_low`]
     /// plans for the smallest lead the interval allows. `None` without a lead (geometric
@@ -217,8 +218,9 @@ impl RatioSummary {
     }
 }
 
-/// ceil((z · sd · √passes / lead)²), z = Φ⁻¹(prob^(1/rounds)), at least 1; `lead` and `sd`
-/// on the log scale. `None` for no lead, no finite sd or a probability outside (0, 1).
+/// ceil((z · sd · √passes / lead)²), z = Φ⁻¹(prob^(1/rounds)), at least 1 (and 1 where
+/// z ≤ 0: a round ahead with probability ½ asks for no length); `lead` and `sd` on the log
+/// scale. `None` for no lead, no finite sd, no rounds or a probability outside (0, 1).
 fn passes_needed(lead: f64, sd: f64, passes: usize, rounds: usize, prob: f64) -> Option<usize> {
     use statrs::distribution::{ContinuousCDF, Normal};
     let valid_prob = prob > 0.0 && prob < 1.0; // false for NaN too
@@ -228,6 +230,9 @@ fn passes_needed(lead: f64, sd: f64, passes: usize, rounds: usize, prob: f64) ->
     let z = Normal::new(0.0, 1.0)
         .expect("standard normal")
         .inverse_cdf(prob.powf(1.0 / rounds as f64));
+    if z <= 0.0 {
+        return Some(1);
+    }
     let need = (z * sd * (passes as f64).sqrt() / lead).powi(2).ceil();
     Some((need as usize).max(1))
 }
@@ -485,6 +490,10 @@ mod tests {
             Some(1)
         );
         assert_eq!(s.passes_for_every_round(8, 10, 1.0), None);
+        assert_eq!(s.passes_for_every_round(8, 0, 0.95), None);
+        // One round ahead with probability 0.1 < ½ needs no length: z = −1.28 must not square
+        // up into (z · sd · √128 / 0.15)² ≈ 156 turns.
+        assert_eq!(s.passes_for_every_round(128, 1, 0.1), Some(1));
         // The case the speed journal planned from (Zen 4, 40 rounds of 8 turns): lead 1.026,
         // sd 0.036, all ten rounds with probability 0.95. z = norm.ppf(0.95 ** 0.1) =
         // 2.5678753685925684 (scipy), (z · 0.036 · √8 / ln 1.026)² = 103.77, so 104 turns.
